@@ -1,0 +1,158 @@
+"""``sat``: the command line the workflow's rules call, one sub-command per stage.
+
+Each sub-command is a thin wrapper over a package function, so every stage can also be run (and
+debugged) by hand outside Snakemake. A user-facing problem ends with one ``error:`` line, exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import SatError
+
+
+def _demo(a: argparse.Namespace) -> None:
+    from .demo import generate
+
+    generate(a.out, a.train, a.val, a.test, image_size=a.image_size, seed=a.seed, progress=a.progress)
+
+
+def _fetch(a: argparse.Namespace) -> None:
+    from .download import fetch
+
+    fetch(a.source, a.dest, a.md5, retries=a.retries, progress=a.progress)
+
+
+def _extract(a: argparse.Namespace) -> None:
+    from .download import extract
+
+    extract(a.archive, a.dest, progress=a.progress)
+
+
+def _prepare(a: argparse.Namespace) -> None:
+    from .prepare import prepare
+
+    prepare(a.captions_json, a.image_dirs, a.captions_csv, a.images_csv, tokenizer=a.tokenizer,
+            restval=a.restval, bad_images=a.bad_images, threads=a.threads, progress=a.progress)
+
+
+def _vocab(a: argparse.Namespace) -> None:
+    from .text import build_vocab
+
+    build_vocab(a.captions_csv, a.vocab_csv, a.size)
+
+
+def _encode(a: argparse.Namespace) -> None:
+    from .text import encode
+
+    encode(a.captions_csv, a.vocab_csv, a.captions_h5, a.max_length)
+
+
+def _lengths(a: argparse.Namespace) -> None:
+    from .text import length_dictionary
+
+    length_dictionary(a.captions_h5, a.lengths_json)
+
+
+def _features(a: argparse.Namespace) -> None:
+    from .features import extract
+
+    extract(a.images_csv, a.out, encoder=a.encoder, layer=a.layer, image_size=a.image_size,
+            batch_size=a.batch_size, workers=a.workers, threads=a.threads, device=a.device,
+            pretrained=a.pretrained, progress=a.progress)
+
+
+def _optional_int(value: str) -> int | None:
+    return None if value.lower() in ("none", "null", "") else int(value)
+
+
+def _optional_str(value: str) -> str | None:
+    return None if value.lower() in ("none", "null", "") else value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sat", description=__doc__.splitlines()[0])
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help, description=help)
+        s.set_defaults(func=func)
+        return s
+
+    s = command("demo", _demo, "generate the offline demo dataset (images, Karpathy JSON, object boxes)")
+    s.add_argument("out")
+    s.add_argument("--train", type=int, required=True)
+    s.add_argument("--val", type=int, required=True)
+    s.add_argument("--test", type=int, required=True)
+    s.add_argument("--image-size", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+
+    s = command("fetch", _fetch, "download (resumably) or link an archive, verifying its md5")
+    s.add_argument("source", type=_optional_str, help="http(s):// or file:// URL, or a local path")
+    s.add_argument("dest")
+    s.add_argument("--md5", type=_optional_str, default=None)
+    s.add_argument("--retries", type=int, default=5)
+
+    s = command("extract", _extract, "extract a zip or tar archive into a folder, atomically")
+    s.add_argument("archive")
+    s.add_argument("dest")
+
+    s = command("prepare", _prepare, "captions JSON + images -> captions.csv and images.csv")
+    s.add_argument("captions_json")
+    s.add_argument("captions_csv")
+    s.add_argument("images_csv")
+    s.add_argument("--image-dirs", nargs="+", required=True)
+    s.add_argument("--tokenizer", default="words")
+    s.add_argument("--restval", default="train", choices=["train", "drop"])
+    s.add_argument("--bad-images", default="error", choices=["error", "skip"])
+    s.add_argument("--threads", type=int, default=2)
+
+    s = command("vocab", _vocab, "captions.csv -> vocab.csv (most frequent train words + specials)")
+    s.add_argument("captions_csv")
+    s.add_argument("vocab_csv")
+    s.add_argument("--size", type=int, default=10000)
+
+    s = command("encode", _encode, "captions.csv + vocab.csv -> captions.h5 (token ids)")
+    s.add_argument("captions_csv")
+    s.add_argument("vocab_csv")
+    s.add_argument("captions_h5")
+    s.add_argument("--max-length", type=_optional_int, default=None)
+
+    s = command("lengths", _lengths, "captions.h5 -> lengths.json (train caption length -> caption indices)")
+    s.add_argument("captions_h5")
+    s.add_argument("lengths_json")
+
+    s = command("features", _features, "images.csv -> CNN annotation vectors in HDF5")
+    s.add_argument("images_csv")
+    s.add_argument("out")
+    s.add_argument("--encoder", required=True)
+    s.add_argument("--layer", type=_optional_str, default=None)
+    s.add_argument("--image-size", type=int, default=224)
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--random-weights", dest="pretrained", action="store_false",
+                   help="random encoder weights (tests only)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        args.func(args)
+    except SatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Check the workflow configuration against its JSON schema and resolve per-dataset settings.
+
+The Snakefile calls :func:`check` before any rule is defined, so a typo or an out-of-range value
+stops the run at once with a message naming the key, instead of failing hours later in a job.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import SatError
+
+def load_yaml(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _key(path: Any) -> str:
+    """``datasets.flickr8k.features.batch_size`` from a jsonschema error path."""
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def validate(config: dict, schema_path: str | Path) -> None:
+    """Raise SatError naming every invalid key of ``config`` (the most specific error per key)."""
+    schema = load_yaml(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if not errors:
+        return
+    lines = []
+    for error in errors:
+        best = jsonschema.exceptions.best_match([error])
+        lines.append(f"  {_key(best.absolute_path)}: {best.message}")
+    raise SatError("invalid configuration (see workflow/schemas/config.schema.yaml):\n" + "\n".join(lines))
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """``base`` updated recursively by ``override`` (nested dicts merge, other values replace)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def datasets(config: dict) -> dict[str, dict]:
+    """Each dataset's settings with ``defaults`` filled in, checked for consistency across keys."""
+    resolved = {}
+    for name, spec in config["datasets"].items():
+        ds = _merge(config["defaults"], spec)
+        ds.setdefault("source", "karpathy")
+        if ds["source"] == "karpathy":
+            _check_sources(config, name, ds)
+        resolved[name] = ds
+    for name in config["run"]:
+        if name not in resolved:
+            raise SatError(f"run: unknown dataset {name!r}; configured datasets: {', '.join(resolved)}")
+    return resolved
+
+
+def _check_sources(config: dict, name: str, ds: dict) -> None:
+    """A Karpathy dataset needs its captions JSON and its images, each from an archive or a local path."""
+    captions, images = ds.get("captions", {}), ds.get("images", {})
+    key = f"datasets.{name}"
+    if not ("file" in captions or {"archive", "member"} <= captions.keys()):
+        raise SatError(f"{key}.captions: give `file` (a Karpathy JSON) or `archive` and `member`")
+    if not (images.get("dirs") or images.get("archives")):
+        raise SatError(f"{key}.images: give `dirs` (folders holding the images) or `archives`")
+    needed = [] if "file" in captions else [captions["archive"]]
+    needed += [] if images.get("dirs") else images["archives"]
+    for archive in needed:
+        if archive not in config["archives"]:
+            raise SatError(f"{key}: archive {archive!r} is not listed under `archives`")
+
+
+def check(config: dict, schema_path: str | Path) -> dict[str, dict]:
+    """Validate ``config`` and return the resolved per-dataset settings."""
+    validate(config, schema_path)
+    return datasets(config)

@@ -1,0 +1,79 @@
+"""config.yaml is checked against workflow/schemas/config.schema.yaml, naming every bad key."""
+
+import copy
+
+import pytest
+import yaml
+
+from conftest import REPO
+from show_attend_tell.config import check
+from show_attend_tell.errors import SatError
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@pytest.fixture
+def config():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_the_shipped_config_is_valid_and_resolves_presets(config):
+    datasets = check(config, SCHEMA)
+    assert set(datasets) == {"demo", "flickr8k", "flickr30k", "coco"}
+    assert datasets["demo"]["source"] == "demo"
+    assert datasets["flickr8k"]["vocab_size"] == 10000
+    assert datasets["flickr8k"]["train"] == {"optimizer": "rmsprop", "batch_size": 64}
+    assert datasets["coco"]["train"]["optimizer"] == "adam"
+    assert datasets["flickr30k"]["train"]["optimizer"] == "adam"
+    # a dataset's partial override of a nested section keeps the other defaults
+    assert datasets["demo"]["features"]["encoder"] == "efficientnet_lite0"
+    assert datasets["demo"]["features"]["image_size"] == 224
+
+
+@pytest.mark.parametrize("edit, key, complaint", [
+    (lambda c: c["defaults"]["features"].update(batch_size=0), "defaults.features.batch_size", "minimum"),
+    (lambda c: c["datasets"]["flickr8k"].update(vocab_sise=5),
+     "datasets.flickr8k", "vocab_sise"),
+    (lambda c: c.update(device="tpu"), "device", "'tpu' is not one of"),
+    (lambda c: c["archives"]["caption_datasets.zip"].update(md5="xyz"), "archives.caption_datasets.zip.md5",
+     "does not match"),
+    (lambda c: c["datasets"]["coco"].update(train={"optimizer": "sgd"}), "datasets.coco.train.optimizer",
+     "is not one of"),
+    (lambda c: c["demo"].pop("test"), "demo", "'test' is a required property"),
+])
+def test_an_invalid_value_is_reported_with_its_key(config, edit, key, complaint):
+    edit(config)
+    with pytest.raises(SatError) as error:
+        check(config, SCHEMA)
+    line = next(line for line in str(error.value).splitlines() if line.strip().startswith(key + ":"))
+    assert complaint in line
+
+
+def test_all_errors_are_reported_at_once(config):
+    config["seed"] = -1
+    config["threads"] = "two"
+    with pytest.raises(SatError) as error:
+        check(config, SCHEMA)
+    assert "  seed:" in str(error.value) and "  threads:" in str(error.value)
+
+
+def test_run_must_name_configured_datasets(config):
+    config["run"] = ["flickr9k"]
+    with pytest.raises(SatError, match="unknown dataset 'flickr9k'"):
+        check(config, SCHEMA)
+
+
+def test_a_dataset_needs_its_captions_and_images(config):
+    broken = copy.deepcopy(config)
+    del broken["datasets"]["flickr8k"]["images"]
+    with pytest.raises(SatError, match=r"datasets.flickr8k.images: give `dirs`"):
+        check(broken, SCHEMA)
+    config["datasets"]["coco"]["images"]["archives"] = ["train2017.zip"]
+    with pytest.raises(SatError, match="'train2017.zip' is not listed under `archives`"):
+        check(config, SCHEMA)
+
+
+def test_local_files_and_folders_replace_archives(config):
+    config["datasets"]["flickr30k"] = {"captions": {"file": "/data/dataset_flickr30k.json"},
+                                       "images": {"dirs": ["/data/flickr30k-images"]}}
+    assert check(config, SCHEMA)["flickr30k"]["images"]["dirs"] == ["/data/flickr30k-images"]

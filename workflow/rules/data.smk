@@ -1,0 +1,66 @@
+# Where the images and captions come from: the generated demo set, or downloaded/local archives.
+
+
+rule demo_dataset:
+    """The offline demo set: seeded scenes of coloured shapes, Karpathy JSON, object boxes."""
+    output:
+        directory(f"{DATA}/demo"),
+    params:
+        size=config["demo"],
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/demo_dataset.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/demo_dataset.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "sat demo {output} --train {params.size[train]} --val {params.size[val]} --test {params.size[test]}"
+        " --image-size {params.size[image_size]} --seed {params.seed} > {log} 2>&1"
+
+
+rule fetch:
+    """Download an archive (resumable, md5-checked), or link a local copy."""
+    output:
+        f"{DATA}/archives/{{archive}}",
+    params:
+        url=lambda wc: config["archives"][wc.archive]["url"],
+        md5=lambda wc: config["archives"][wc.archive]["md5"],
+    log:
+        f"{RESULTS}/logs/fetch/{{archive}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fetch/{{archive}}.tsv"
+    localrule: True
+    retries: 2
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=600,
+    conda:
+        ENV
+    shell:
+        "sat fetch '{params.url}' {output} --md5 '{params.md5}' > {log} 2>&1"
+
+
+rule extract:
+    """Unpack an archive into its own folder, atomically."""
+    input:
+        lambda wc: f"{DATA}/archives/{STEMS[wc.stem]}",
+    output:
+        directory(f"{DATA}/extracted/{{stem}}"),
+    log:
+        f"{RESULTS}/logs/extract/{{stem}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/extract/{{stem}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=240,
+    conda:
+        ENV
+    shell:
+        "sat extract {input} {output} > {log} 2>&1"

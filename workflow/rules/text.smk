@@ -1,0 +1,94 @@
+# From captions JSON to tables, vocabulary, token ids and the paper's length dictionary.
+
+
+rule prepare:
+    """Karpathy JSON + images -> captions.csv (one row per caption) and images.csv (one per usable image)."""
+    input:
+        captions=captions_source,
+        images=image_sources,
+    output:
+        captions=f"{RESULTS}/{{dataset}}/captions.csv",
+        images=f"{RESULTS}/{{dataset}}/images.csv",
+    params:
+        json=captions_json,
+        dirs=image_dirs,
+        settings=lambda wc: DATASETS[wc.dataset],
+    log:
+        f"{RESULTS}/logs/{{dataset}}/prepare.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/prepare.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    shell:
+        "sat prepare {params.json:q} {output.captions} {output.images} --image-dirs {params.dirs:q}"
+        " --tokenizer {params.settings[tokenizer]} --restval {params.settings[restval]}"
+        " --bad-images {params.settings[bad_images]} --threads {threads} > {log} 2>&1"
+
+
+rule vocab:
+    """The most frequent train words (the paper: 10,000) plus <pad>, <start>, <end>, <unk>."""
+    input:
+        f"{RESULTS}/{{dataset}}/captions.csv",
+    output:
+        f"{RESULTS}/{{dataset}}/vocab.csv",
+    params:
+        size=lambda wc: DATASETS[wc.dataset]["vocab_size"],
+    log:
+        f"{RESULTS}/logs/{{dataset}}/vocab.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/vocab.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    conda:
+        ENV
+    shell:
+        "sat vocab {input} {output} --size {params.size} > {log} 2>&1"
+
+
+rule encode:
+    """Token ids per caption, with lengths, image indices and splits."""
+    input:
+        captions=f"{RESULTS}/{{dataset}}/captions.csv",
+        vocab=f"{RESULTS}/{{dataset}}/vocab.csv",
+    output:
+        f"{RESULTS}/{{dataset}}/captions.h5",
+    params:
+        max_length=lambda wc: DATASETS[wc.dataset]["max_length"],
+    log:
+        f"{RESULTS}/logs/{{dataset}}/encode.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/encode.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    conda:
+        ENV
+    shell:
+        "sat encode {input.captions} {input.vocab} {output} --max-length {params.max_length} > {log} 2>&1"
+
+
+rule lengths:
+    """The paper's length dictionary: train caption length -> caption indices."""
+    input:
+        f"{RESULTS}/{{dataset}}/captions.h5",
+    output:
+        f"{RESULTS}/{{dataset}}/lengths.json",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/lengths.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/lengths.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "sat lengths {input} {output} > {log} 2>&1"
