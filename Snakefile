@@ -2,12 +2,14 @@
 # `snakemake --cores 2` builds the datasets listed in config `run` (default: the offline demo).
 # The map of stages is in workflow/rules/; the logic is in the show_attend_tell package (src/).
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"

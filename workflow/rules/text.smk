@@ -12,7 +12,9 @@ rule prepare:
     params:
         json=captions_json,
         dirs=image_dirs,
-        settings=lambda wc: DATASETS[wc.dataset],
+        tokenizer=lambda wc: DATASETS[wc.dataset]["tokenizer"],
+        restval=lambda wc: DATASETS[wc.dataset]["restval"],
+        bad_images=lambda wc: DATASETS[wc.dataset]["bad_images"],
     log:
         f"{RESULTS}/logs/{{dataset}}/prepare.log",
     benchmark:
@@ -25,8 +27,8 @@ rule prepare:
         ENV
     shell:
         "sat prepare {params.json:q} {output.captions} {output.images} --image-dirs {params.dirs:q}"
-        " --tokenizer {params.settings[tokenizer]} --restval {params.settings[restval]}"
-        " --bad-images {params.settings[bad_images]} --threads {threads} > {log} 2>&1"
+        " --tokenizer {params.tokenizer} --restval {params.restval} --bad-images {params.bad_images}"
+        " --threads {threads} > {log} 2>&1"
 
 
 rule vocab:

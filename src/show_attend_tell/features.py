@@ -1,0 +1,305 @@
+"""Encode every image of a dataset with a frozen CNN into one HDF5 file of annotation vectors.
+
+Row i of ``features`` holds the L x D annotation vectors of the image with ``image_index`` i in
+images.csv. Extraction of a large set (COCO: 123k images) can be killed and rerun: it continues from
+the ``.partial`` file it left, and the result is the same as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import ctypes
+import functools
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from . import __version__, encoders
+from .atomic import atomic_output
+from .errors import SatError
+
+LOG = logging.getLogger(__name__)
+
+COLUMNS = ("image_index", "image_id", "split", "file", "path")
+RESAMPLE = Image.Resampling.BILINEAR
+# Attributes that must match for a .partial file to be continued rather than started afresh.
+RESUME_KEYS = ("encoder", "layer", "image_size", "weights", "n_images", "images_sha256", "preprocessing")
+
+
+def preprocess(image: Image.Image, image_size: int) -> torch.Tensor:
+    """Resize the shorter side to ``resize_shorter(image_size)`` and centre-crop a square: uint8 (3, S, S).
+
+    The crop is resampled straight from its box in the source image, which gives the pixels of
+    resize-then-crop without resizing the part that the crop throws away.
+    """
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    w, h = image.size
+    nw, nh = _resized(image.size, image_size)
+    left, top = (nw - image_size) // 2, (nh - image_size) // 2
+    box = (left * w / nw, top * h / nh, (left + image_size) * w / nw, (top + image_size) * h / nh)
+    image = image.resize((image_size, image_size), RESAMPLE, box=box)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+
+
+def load_image(path: str | Path, image_size: int) -> torch.Tensor:
+    """Decode ``path`` and preprocess it; big JPEGs are decoded at 1/2, 1/4 or 1/8 scale, which costs far less."""
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", _resized(image.size, image_size))
+            return preprocess(image, image_size)
+    except (OSError, SyntaxError, ValueError) as e:  # what Pillow raises for missing, truncated or bad files
+        raise SatError(f"cannot read image {path}: {e}") from e
+
+
+def _resized(size: tuple[int, int], image_size: int) -> tuple[int, int]:
+    """(width, height) after resizing the shorter side of ``size`` to ``resize_shorter(image_size)``."""
+    w, h = size
+    r = encoders.resize_shorter(image_size)
+    return (r, max(r, round(h * r / w))) if w <= h else (max(r, round(w * r / h)), r)
+
+
+class ImageFiles(Dataset):
+    """Preprocessed uint8 images; normalisation is left to the consumer, batched on its device."""
+
+    def __init__(self, paths: Sequence[str], image_size: int) -> None:
+        self.paths = list(paths)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return load_image(self.paths[i], self.image_size)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is cuda when present, else cpu; a requested device that is not there is a SatError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise SatError(f"unknown device {device!r}; use auto, cpu or cuda") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SatError(f"device {device!r} requested but CUDA is not available here; use --device auto or cpu")
+    return dev
+
+
+def prepare_encoder(name: str, layer: str | None, pretrained: bool, device: torch.device) -> nn.Module:
+    """The frozen encoder on ``device`` in channels-last layout, which runs convolutions fastest on CPU and GPU."""
+    if device.type == "cpu":
+        _keep_freed_heap_memory()
+    return encoders.build(name, layer, pretrained).to(device, memory_format=torch.channels_last)
+
+
+def encode_batch(model: nn.Module, images: torch.Tensor, name: str, device: torch.device) -> torch.Tensor:
+    """Annotation vectors (B, L, D) float16 of a uint8 (B, 3, S, S) batch, L running row-major over the grid."""
+    x = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        fmap = model(encoders.normalize(x, name))
+    return fmap.flatten(2).transpose(1, 2).to(torch.float16)
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """This process's C library when it is glibc, whose malloc the two functions below tune; else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None)
+    return libc if hasattr(libc, "gnu_get_libc_version") else None
+
+
+def _keep_freed_heap_memory() -> None:
+    """Let glibc keep freed activation buffers instead of returning them to the OS.
+
+    By default every large tensor is a fresh mmap that the kernel must zero page by page; at batch 32
+    that page-faulting took half the CPU time of the forward pass and cut throughput 2-4x. The cost:
+    the process keeps its peak memory until it exits (or :func:`_release_free_heap_memory`).
+    """
+    if libc := _glibc():
+        m_trim_threshold, m_mmap_max = -1, -4
+        libc.mallopt(m_mmap_max, 0)  # no mmap for large blocks: take them from the heap...
+        libc.mallopt(m_trim_threshold, -1)  # ...and never shrink it
+
+
+def _release_free_heap_memory() -> None:
+    """Hand free heap memory back to the OS before forking workers, so the fork does not share it.
+
+    Pages shared with a forked child are copied on this process's first write to each: with the heap
+    kept by :func:`_keep_freed_heap_memory` (say from an earlier extraction) that stalled the first
+    batches for seconds.
+    """
+    if libc := _glibc():
+        libc.malloc_trim(0)
+
+
+def read_images_csv(path: str | Path) -> list[dict[str, str]]:
+    """The rows of images.csv, checked to list image_index 0..N-1 in order."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SatError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}")
+        rows = list(reader)
+    for i, row in enumerate(rows):
+        if row["image_index"] != str(i):
+            raise SatError(f"{path}: row {i + 2} has image_index {row['image_index']}, expected {i}")
+        if not row["image_id"].lstrip("-").isdigit():
+            raise SatError(f"{path}: row {i + 2} has image_id {row['image_id']!r}, expected an integer")
+    if not rows:
+        raise SatError(f"{path}: lists no images")
+    return rows
+
+
+def _images_sha256(rows: list[dict[str, str]]) -> str:
+    """Identifies the image list, so a .partial is only continued for the same images in the same order."""
+    return hashlib.sha256(json.dumps([[r[c] for c in COLUMNS] for r in rows]).encode()).hexdigest()
+
+
+def _resume_point(partial: Path, attrs: dict) -> int:
+    """Images already done in ``partial`` when it was written with the same settings, else 0."""
+    if not partial.exists():
+        return 0
+    try:
+        with h5py.File(partial, "r") as f:
+            same = all(_same(f.attrs.get(k), attrs[k]) for k in RESUME_KEYS)
+            n_done = int(f.attrs.get("n_done", 0))
+    except OSError:  # unreadable, e.g. killed while HDF5 metadata was half written
+        same, n_done = False, 0
+    if same and n_done > 0:
+        LOG.info("resuming %s: %d of %d images already done", partial, n_done, attrs["n_images"])
+        return n_done
+    LOG.info("discarding %s: written with other settings or nothing done", partial)
+    partial.unlink()
+    return 0
+
+
+def _same(stored: object, wanted: object) -> bool:
+    if isinstance(stored, bytes):
+        stored = stored.decode()
+    return stored is not None and np.array_equal(stored, wanted)
+
+
+def _create(f: h5py.File, rows: list[dict[str, str]], attrs: dict, length: int, dim: int) -> None:
+    """Datasets and attributes of a new features file, with no timestamps so reruns are byte-identical."""
+    n = len(rows)
+    strings = h5py.string_dtype("utf-8")
+    f.create_dataset("features", (n, length, dim), dtype="f2", chunks=(1, length, dim), track_times=False)
+    f.create_dataset("image_ids", data=np.array([int(r["image_id"]) for r in rows], dtype=np.int64), track_times=False)
+    f.create_dataset("files", data=[r["file"] for r in rows], dtype=strings, track_times=False)
+    f.create_dataset("splits", data=[r["split"] for r in rows], dtype=strings, track_times=False)
+    f.attrs.update(attrs)
+    f.attrs["n_done"] = 0
+
+
+def extract(
+    images_csv: str | Path,
+    out: str | Path,
+    *,
+    encoder: str,
+    layer: str | None,
+    image_size: int,
+    batch_size: int = 32,
+    workers: int = 1,
+    threads: int | None = None,
+    device: str = "auto",
+    pretrained: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Write the annotation vectors of every image in ``images_csv`` to the HDF5 file ``out``.
+
+    ``workers`` image-decoding processes feed the encoder (0: decode in this process); ``threads``
+    sets torch's intra-op threads (None: torch's default, one per core). An interrupted run leaves
+    ``out.partial``; the next run with the same settings continues it.
+    """
+    spec, layer = encoders.spec(encoder, layer)
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    rows = read_images_csv(images_csv)
+    h, w, d = encoders.output_grid(encoder, layer, image_size)
+    r = encoders.resize_shorter(image_size)
+    attrs = {
+        "encoder": encoder,
+        "layer": layer,
+        "grid": [h, w],
+        "dim": d,
+        "image_size": image_size,
+        "resize_shorter": r,
+        "crop": image_size,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "weights": spec.weights if pretrained else "random (pretrained=False)",
+        "preprocessing": f"RGB (JPEGs of twice the size or more decoded at 1/2, 1/4 or 1/8 scale); resize shorter "
+        f"side to {r} px (bilinear, antialiased); centre crop {image_size}x{image_size}; (x / 255 - mean) / std",
+        "n_images": len(rows),
+        "images_sha256": _images_sha256(rows),
+        "created_by": f"show_attend_tell {__version__}",
+    }
+    out = Path(out)
+    with atomic_output(out, keep_partial=True) as tmp:
+        start = _resume_point(tmp, attrs)
+        dataset = ImageFiles([row["path"] for row in rows], image_size)
+        loader = DataLoader(
+            Subset(dataset, range(start, len(rows))),
+            batch_size=batch_size,
+            num_workers=workers,
+            pin_memory=dev.type == "cuda",
+            persistent_workers=False,
+        )
+        # Fork the workers before the model and its activations fill this process's memory: forked
+        # later, every page of it would be copied on its first write after the fork (seconds of stalls).
+        if workers:
+            _release_free_heap_memory()
+        batches = iter(loader)
+        model = prepare_encoder(encoder, layer, pretrained, dev)
+        with h5py.File(tmp, "r+" if start else "w") as f:
+            if not start:
+                _create(f, rows, attrs, h * w, d)
+            _encode_into(f, batches, model, encoder, dev, start, progress)
+    return out
+
+
+def _encode_into(
+    f: h5py.File,
+    batches: Iterator[torch.Tensor],
+    model: nn.Module,
+    name: str,
+    device: torch.device,
+    start: int,
+    progress: bool,
+) -> None:
+    """Encode ``batches`` into ``features`` from row ``start``, recording progress after each batch."""
+    features = f["features"]
+    bar = tqdm(
+        total=features.shape[0],
+        initial=start,
+        unit="img",
+        desc="features",
+        disable=not progress,
+        mininterval=1.0 if sys.stderr.isatty() else 60.0,
+    )
+    t0, done = time.perf_counter(), start
+    with bar, torch.inference_mode():
+        for images in batches:
+            stop = done + len(images)
+            features[done:stop] = encode_batch(model, images, name, device).cpu().numpy()
+            f.attrs["n_done"] = stop
+            f.flush()
+            bar.update(stop - done)
+            done = stop
+    n, seconds = done - start, time.perf_counter() - t0
+    LOG.info("encoded %d images in %.1f s: %.1f images/s on %s", n, seconds, n / seconds, device)

@@ -1,0 +1,161 @@
+"""The encoder registry: real offline weights, positional weight mapping, output grids, frozen modules."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import torch
+from PIL import Image
+
+from show_attend_tell import encoders
+from show_attend_tell.errors import SatError
+from show_attend_tell.features import preprocess
+
+skimage_data = pytest.importorskip("skimage.data")
+
+EGYPTIAN_CAT, ESPRESSO = 285, 967
+CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+@pytest.fixture(scope="module")
+def lite0() -> torch.nn.Module:
+    return encoders.efficientnet_lite0_classifier()
+
+
+def probabilities(model: torch.nn.Module, photo, mean=None, std=None) -> torch.Tensor:
+    """ImageNet class probabilities of a scikit-image photo, preprocessed as for feature extraction."""
+    x = preprocess(Image.fromarray(photo), 224)[None]
+    if mean is None:
+        x = encoders.normalize(x, "efficientnet_lite0")
+    else:
+        x = (x / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        return model(x).softmax(-1)[0]
+
+
+def test_offline_lite0_weights_recognise_a_cat_and_an_espresso(lite0):
+    cat = probabilities(lite0, skimage_data.chelsea())
+    assert cat.argmax().item() in CATS
+    assert cat[list(CATS)].sum() > 0.8  # the photo is a tabby, so the mass is spread over the cat classes
+    coffee = probabilities(lite0, skimage_data.coffee())
+    assert coffee.argmax().item() == ESPRESSO
+    assert coffee[ESPRESSO] > 0.9
+
+
+def test_lite0_weights_expect_inputs_scaled_to_minus_one_one(lite0):
+    """The TF-ported Lite0 weights are more confident with mean = std = 0.5 than with ImageNet statistics."""
+    assert encoders.ENCODERS["efficientnet_lite0"].mean == (0.5, 0.5, 0.5)
+    assert encoders.ENCODERS["efficientnet_lite0"].std == (0.5, 0.5, 0.5)
+    ours = probabilities(lite0, skimage_data.coffee())[ESPRESSO]
+    imagenet = probabilities(lite0, skimage_data.coffee(), encoders.IMAGENET_MEAN, encoders.IMAGENET_STD)[ESPRESSO]
+    assert ours > imagenet + 0.1
+
+
+def test_map_state_dict_renames_by_position():
+    source = {"_a.weight": torch.ones(2, 3), "_a.bias": torch.zeros(2)}
+    target = {"a.w": torch.empty(2, 3), "a.b": torch.empty(2)}
+    mapped = encoders.map_state_dict(source, target)
+    assert list(mapped) == ["a.w", "a.b"]
+    assert mapped["a.w"] is source["_a.weight"]
+
+
+def test_map_state_dict_refuses_a_wrong_shape_naming_the_first_mismatch():
+    source = {"_a.weight": torch.ones(2, 3), "_b.weight": torch.ones(4, 4), "_c.weight": torch.ones(1)}
+    target = {"a.w": torch.empty(2, 3), "b.w": torch.empty(4, 5), "c.w": torch.empty(2)}
+    with pytest.raises(SatError, match=r"_b\.weight \(4, 4\) does not fit b\.w \(4, 5\)"):
+        encoders.map_state_dict(source, target)
+
+
+def test_map_state_dict_refuses_a_different_number_of_tensors():
+    with pytest.raises(SatError, match="1 tensors in the file, 2 in the model"):
+        encoders.map_state_dict({"a": torch.ones(1)}, {"a": torch.ones(1), "b": torch.ones(1)})
+
+
+GRIDS_224 = {
+    ("vgg19", "conv5_4"): (14, 14, 512),
+    ("vgg19", "conv5_3"): (14, 14, 512),
+    ("resnet101", "layer3"): (14, 14, 1024),
+    ("resnet101", "layer4"): (7, 7, 2048),
+    ("resnet152", "layer3"): (14, 14, 1024),
+    ("resnet152", "layer4"): (7, 7, 2048),
+    ("efficientnet_lite0", "blocks.4"): (14, 14, 112),
+    ("efficientnet_lite0", "blocks.6"): (7, 7, 320),
+}
+
+
+def test_every_encoder_layer_has_a_known_grid():
+    assert set(GRIDS_224) == {(n, layer) for n, s in encoders.ENCODERS.items() for layer in s.layers}
+
+
+@pytest.mark.parametrize(("name", "layer"), list(GRIDS_224))
+def test_output_grid_at_224(name, layer):
+    assert encoders.output_grid(name, layer, 224) == GRIDS_224[name, layer]
+    assert encoders.ENCODERS[name].channels[layer] == GRIDS_224[name, layer][2]
+
+
+def test_output_grid_refuses_an_image_too_small_for_the_network():
+    with pytest.raises(SatError, match="image_size 8 is too small for vgg19 conv5_4"):
+        encoders.output_grid("vgg19", None, 8)
+
+
+def test_output_grid_at_448_and_default_layers():
+    assert encoders.output_grid("efficientnet_lite0", "blocks.6", 448) == (14, 14, 320)
+    assert encoders.output_grid("resnet101", None, 448) == (14, 14, 2048)
+    assert encoders.output_grid("vgg19", None, 224) == (14, 14, 512)
+
+
+@pytest.mark.parametrize("name", list(encoders.ENCODERS))
+def test_built_encoder_is_frozen_and_matches_its_grid(name):
+    model = encoders.build(name, pretrained=False)
+    assert not any(p.requires_grad for p in model.parameters())
+    torch.nn.Sequential(model).train()  # a parent switching to training must not unfreeze batch norm
+    assert not model.training and not any(m.training for m in model.modules())
+    with torch.inference_mode():
+        out = model(torch.randn(1, 3, 96, 96))
+    h, w, d = encoders.output_grid(name, None, 96)
+    assert out.shape == (1, d, h, w)
+
+
+def test_lite0_trunk_equals_the_classifier_up_to_its_layer(lite0):
+    trunk = encoders.build("efficientnet_lite0", "blocks.4")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        expected = lite0.blocks[:5](lite0.bn1(lite0.conv_stem(x)))
+        assert torch.equal(trunk(x), expected)
+
+
+def test_random_weights_are_reproducible_and_leave_the_global_generator_alone():
+    state = torch.random.get_rng_state()
+    a = encoders.build("efficientnet_lite0", pretrained=False).state_dict()
+    b = encoders.build("efficientnet_lite0", pretrained=False).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_unknown_encoder_lists_the_choices():
+    with pytest.raises(SatError, match="unknown encoder 'alexnet'.*vgg19, resnet101, resnet152, efficientnet_lite0"):
+        encoders.build("alexnet")
+    with pytest.raises(SatError, match="unknown encoder"):
+        encoders.output_grid("alexnet", None, 224)
+
+
+def test_unknown_layer_lists_the_choices():
+    with pytest.raises(SatError, match="unknown layer 'conv4_4' for encoder vgg19; choose one of: conv5_4, conv5_3"):
+        encoders.build("vgg19", "conv4_4", pretrained=False)
+    with pytest.raises(SatError, match="blocks.6, blocks.4"):
+        encoders.output_grid("efficientnet_lite0", "blocks.5", 224)
+
+
+def test_offline_torchvision_weights_explain_what_to_do(monkeypatch, tmp_path):
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("no internet")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
+    with pytest.raises(SatError) as e:
+        encoders.build("resnet101", "layer3")
+    message = str(e.value)
+    assert "could not fetch the ImageNet weights of resnet101" in message
+    assert str(tmp_path) in message and "TORCH_HOME" in message
+    assert "efficientnet_lite0 encoder works offline" in message

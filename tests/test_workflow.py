@@ -1,0 +1,125 @@
+"""Real snakemake runs of the data stages on tiny configs: the demo set and a real Flickr8k sample over HTTP."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import FLICKR8K_SAMPLE, REPO
+
+pytestmark = pytest.mark.workflow
+
+TINY_DEMO = {
+    "demo": {"train": 12, "val": 4, "test": 4, "image_size": 128},
+    "datasets": {"demo": {"features": {"batch_size": 8, "workers": 1}}},
+}
+
+
+def snakemake(workdir, *args, config=None, check=True):
+    """Run the repository's workflow in ``workdir`` with ``config`` layered over config.yaml."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2"]
+    if config is not None:
+        (workdir / "test_config.yaml").write_text(yaml.safe_dump(config))
+        cmd += ["--configfile", str(workdir / "test_config.yaml")]
+    result = subprocess.run(cmd + list(args), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def digests(root, paths):
+    return {p: hashlib.md5((root / p).read_bytes()).hexdigest() for p in paths}
+
+
+def check_data_stages(results, dataset):
+    """The artifacts of one dataset agree with each other row by row."""
+    captions = pd.read_csv(results / dataset / "captions.csv", keep_default_na=False)
+    images = pd.read_csv(results / dataset / "images.csv")
+    vocab = pd.read_csv(results / dataset / "vocab.csv", keep_default_na=False)
+    lengths = json.loads((results / dataset / "lengths.json").read_text())
+    assert vocab["word"][:4].tolist() == ["<pad>", "<start>", "<end>", "<unk>"]
+    words = dict(zip(vocab["index"], vocab["word"]))
+    with h5py.File(results / dataset / "captions.h5") as f:
+        tokens, n = f["tokens"][:], f["lengths"][:]
+        assert len(tokens) == len(captions)
+        assert np.array_equal(f["image_index"][:], captions["image_index"].to_numpy())
+        row = 0
+        decoded = [words[i] for i in tokens[row, 1 : n[row] + 1]]
+        assert [w if w in set(vocab["word"]) else "<unk>" for w in captions["tokens"][row].split()] == decoded
+    train = set(np.flatnonzero(captions["split"].to_numpy() == "train"))
+    indexed = [i for rows in lengths["lengths"].values() for i in rows]
+    assert sorted(indexed) == sorted(train)
+    assert all(len(captions["tokens"][i].split()) == int(k) for k, rows in lengths["lengths"].items() for i in rows)
+    (features_file,) = (results / dataset / "features").glob("*.h5")
+    with h5py.File(features_file) as f:
+        assert f["features"].dtype == np.float16
+        assert f["features"].shape[0] == len(images)
+        assert f["image_ids"][:].tolist() == images["image_id"].tolist()
+        assert f["features"].chunks == (1, *f["features"].shape[1:])
+        assert np.isfinite(f["features"][0].astype(np.float32)).all()
+        return dict(f.attrs), f["features"].shape
+
+
+def test_demo_data_stages_run_end_to_end_and_are_reproducible(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    for workdir in (one, two):
+        workdir.mkdir()
+        snakemake(workdir, config=TINY_DEMO)
+    attrs, shape = check_data_stages(one / "results", "demo")
+    assert attrs["encoder"] == "efficientnet_lite0" and attrs["layer"] == "blocks.4"
+    assert shape == (20, 196, 112)
+    assert "nothing to be done" in snakemake(one, "-n", config=TINY_DEMO).stdout.lower()
+    artifacts = ["data/demo/dataset_demo.json", "data/demo/objects.json", "data/demo/images/demo_000000.jpg",
+                 "demo/captions.csv", "demo/vocab.csv", "demo/captions.h5", "demo/lengths.json",
+                 "demo/features/efficientnet_lite0.h5"]
+    assert digests(one / "results", artifacts) == digests(two / "results", artifacts)
+    assert (one / "results" / "logs" / "demo" / "features_efficientnet_lite0.log").stat().st_size > 0
+    assert (one / "results" / "benchmarks" / "demo" / "prepare.tsv").exists()
+
+
+def test_an_invalid_config_stops_the_run_naming_the_key(tmp_path):
+    result = snakemake(tmp_path, "-n", config={"demo": {"train": -5}}, check=False)
+    assert result.returncode != 0
+    assert "demo.train: -5 is less than the minimum of 1" in result.stdout + result.stderr
+
+
+def test_workflow_lint_is_clean():
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--lint"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations" in result.stdout + result.stderr
+
+
+def test_slurm_profile_plans_every_job_with_resources(tmp_path):
+    result = snakemake(tmp_path, "-n", "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"),
+                       "--slurm-no-account", config=TINY_DEMO)
+    out = result.stdout + result.stderr
+    for rule in ("demo_dataset", "prepare", "vocab", "encode", "lengths", "features"):
+        assert f"rule {rule}:" in out
+    assert "gpu=1" in out.replace(" ", "")
+
+
+@pytest.mark.skipif(not FLICKR8K_SAMPLE.is_dir(), reason="real Flickr8k sample (../shared/data) not present")
+def test_real_flickr8k_sample_flows_from_a_loopback_http_server_to_features(tmp_path, range_server_factory):
+    server = range_server_factory(FLICKR8K_SAMPLE)
+    md5 = {name: hashlib.md5((FLICKR8K_SAMPLE / name).read_bytes()).hexdigest()
+           for name in ("Flickr8k_Dataset.zip", "caption_datasets.zip")}
+    config = {
+        "run": ["flickr8k"],
+        "archives": {name: {"url": server.url(name), "md5": md5[name]} for name in md5},
+        "datasets": {"flickr8k": {"features": {"encoder": "efficientnet_lite0", "layer": "blocks.4",
+                                               "image_size": 96, "batch_size": 32}}},
+    }
+    snakemake(tmp_path, config=config)
+    attrs, shape = check_data_stages(tmp_path / "results", "flickr8k")
+    assert shape == (991, 36, 112)
+    assert attrs["image_size"] == 96
+    fetched = {entry["path"].rsplit("/", 1)[-1] for entry in server.log}
+    assert fetched == set(md5)
+    assert not list((tmp_path / "results" / "data").rglob("*.partial"))
