@@ -1,4 +1,4 @@
-"""Real snakemake runs of the data stages on tiny configs: the demo set and a real Flickr8k sample over HTTP."""
+"""Real snakemake runs of the data stages and training on tiny configs: the demo set and a real Flickr8k sample over HTTP."""
 
 import hashlib
 import json
@@ -15,9 +15,11 @@ from conftest import FLICKR8K_SAMPLE, REPO
 
 pytestmark = pytest.mark.workflow
 
+TINY_TRAIN = {"embed_dim": 16, "hidden_dim": 24, "attention_dim": 12, "batch_size": 16, "max_epochs": 2}
 TINY_DEMO = {
     "demo": {"train": 12, "val": 4, "test": 4, "image_size": 128},
-    "datasets": {"demo": {"features": {"batch_size": 8, "workers": 1}}},
+    "datasets": {"demo": {"features": {"batch_size": 8, "workers": 1},
+                          "train": TINY_TRAIN}},
 }
 
 
@@ -77,10 +79,15 @@ def test_demo_data_stages_run_end_to_end_and_are_reproducible(tmp_path):
     assert "nothing to be done" in snakemake(one, "-n", config=TINY_DEMO).stdout.lower()
     artifacts = ["data/demo/dataset_demo.json", "data/demo/objects.json", "data/demo/images/demo_000000.jpg",
                  "demo/captions.csv", "demo/vocab.csv", "demo/captions.h5", "demo/lengths.json",
-                 "demo/features/efficientnet_lite0.h5"]
+                 "demo/features/efficientnet_lite0.h5", "demo/soft/model.pt", "demo/hard/model.pt"]
     assert digests(one / "results", artifacts) == digests(two / "results", artifacts)
     assert (one / "results" / "logs" / "demo" / "features_efficientnet_lite0.log").stat().st_size > 0
     assert (one / "results" / "benchmarks" / "demo" / "prepare.tsv").exists()
+    for model in ("soft", "hard"):
+        log = pd.read_csv(one / "results" / "demo" / model / "train_log.csv")
+        assert list(log["epoch"]) == [1, 2]
+        assert (one / "results" / "demo" / model / "curves.png").stat().st_size > 0
+    assert not (one / "results" / "checkpoints" / "demo" / "soft.pt").exists()
 
 
 def test_an_invalid_config_stops_the_run_naming_the_key(tmp_path):
@@ -100,13 +107,13 @@ def test_slurm_profile_plans_every_job_with_resources(tmp_path):
     result = snakemake(tmp_path, "-n", "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"),
                        "--slurm-no-account", config=TINY_DEMO)
     out = result.stdout + result.stderr
-    for rule in ("demo_dataset", "prepare", "vocab", "encode", "lengths", "features"):
+    for rule in ("demo_dataset", "prepare", "vocab", "encode", "lengths", "features", "train"):
         assert f"rule {rule}:" in out
     assert "gpu=1" in out.replace(" ", "")
 
 
 @pytest.mark.skipif(not FLICKR8K_SAMPLE.is_dir(), reason="real Flickr8k sample (../shared/data) not present")
-def test_real_flickr8k_sample_flows_from_a_loopback_http_server_to_features(tmp_path, range_server_factory):
+def test_real_flickr8k_sample_flows_from_a_loopback_http_server_to_trained_models(tmp_path, range_server_factory):
     server = range_server_factory(FLICKR8K_SAMPLE)
     md5 = {name: hashlib.md5((FLICKR8K_SAMPLE / name).read_bytes()).hexdigest()
            for name in ("Flickr8k_Dataset.zip", "caption_datasets.zip")}
@@ -114,7 +121,8 @@ def test_real_flickr8k_sample_flows_from_a_loopback_http_server_to_features(tmp_
         "run": ["flickr8k"],
         "archives": {name: {"url": server.url(name), "md5": md5[name]} for name in md5},
         "datasets": {"flickr8k": {"features": {"encoder": "efficientnet_lite0", "layer": "blocks.4",
-                                               "image_size": 96, "batch_size": 32}}},
+                                               "image_size": 96, "batch_size": 32},
+                                  "train": TINY_TRAIN | {"max_epochs": 1, "batch_size": 64}}},
     }
     snakemake(tmp_path, config=config)
     attrs, shape = check_data_stages(tmp_path / "results", "flickr8k")
@@ -123,3 +131,5 @@ def test_real_flickr8k_sample_flows_from_a_loopback_http_server_to_features(tmp_
     fetched = {entry["path"].rsplit("/", 1)[-1] for entry in server.log}
     assert fetched == set(md5)
     assert not list((tmp_path / "results" / "data").rglob("*.partial"))
+    for model in ("soft", "hard"):
+        assert len(pd.read_csv(tmp_path / "results" / "flickr8k" / model / "train_log.csv")) == 1

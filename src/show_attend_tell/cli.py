@@ -7,6 +7,7 @@ debugged) by hand outside Snakemake. A user-facing problem ends with one ``error
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -63,6 +64,15 @@ def _features(a: argparse.Namespace) -> None:
     extract(a.images_csv, a.out, encoder=a.encoder, layer=a.layer, image_size=a.image_size,
             batch_size=a.batch_size, workers=a.workers, threads=a.threads, device=a.device,
             pretrained=a.pretrained, progress=a.progress)
+
+
+def _train(a: argparse.Namespace) -> None:
+    from .train import Settings, train
+
+    train(a.captions_h5, a.vocab_csv, a.captions_csv, a.lengths_json, a.features_h5, model_out=a.model,
+          log_csv=a.log_csv, curves_png=a.curves, checkpoint=a.checkpoint,
+          settings=Settings.from_config(json.loads(a.settings)), seed=a.seed, device=a.device, threads=a.threads,
+          progress=a.progress)
 
 
 def _optional_int(value: str) -> int | None:
@@ -139,6 +149,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--random-weights", dest="pretrained", action="store_false",
                    help="random encoder weights (tests only)")
+
+    s = command("train", _train, "train a soft or hard attention captioner; resumes from its checkpoint")
+    s.add_argument("captions_h5")
+    s.add_argument("vocab_csv")
+    s.add_argument("captions_csv")
+    s.add_argument("lengths_json")
+    s.add_argument("features_h5")
+    s.add_argument("--settings", required=True, help="training settings as a JSON object (config key `train`)")
+    s.add_argument("--model", required=True, help="output: the selected model (.pt)")
+    s.add_argument("--log-csv", required=True, help="output: one row per epoch")
+    s.add_argument("--curves", required=True, help="output: learning curves (.png)")
+    s.add_argument("--checkpoint", required=True, help="where to keep the resumable state (not an output)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--device", default="auto")
     return p
 
 

@@ -80,6 +80,11 @@ def _check_sources(config: dict, name: str, ds: dict) -> None:
             raise SatError(f"{key}: archive {archive!r} is not listed under `archives`")
 
 
+def train_settings(config: dict, datasets: dict[str, dict], dataset: str, model: str) -> dict:
+    """The training settings of ``model`` on ``dataset``: the dataset's `train` keys, then the model's own."""
+    return _merge(datasets[dataset]["train"], config["models"][model])
+
+
 def check(config: dict, schema_path: str | Path) -> dict[str, dict]:
     """Validate ``config`` and return the resolved per-dataset settings."""
     validate(config, schema_path)

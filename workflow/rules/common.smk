@@ -1,11 +1,12 @@
 # Settings and path helpers shared by the rules. Config is checked here, before any rule runs.
 
+import json
 import os
 import shlex
 import sys
 from pathlib import Path
 
-from show_attend_tell.config import check
+from show_attend_tell.config import check, train_settings
 from show_attend_tell.errors import SatError
 
 # Rules call the `sat` command installed beside the Python that runs Snakemake (a venv need not be active).
@@ -19,12 +20,14 @@ except SatError as e:
 RESULTS = config["results"]
 DATA = config["data_dir"]
 ENV = "../../envs/sat.yaml"
+TRAIN_OUTPUTS = ("model.pt", "train_log.csv", "curves.png")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar", ".zip")
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
     encoder="[a-z0-9_]+",
+    model="|".join(config["models"]),
 
 
 def stem(archive: str) -> str:
@@ -95,8 +98,13 @@ def features_path(dataset: str) -> str:
     return f"{RESULTS}/{dataset}/features/{DATASETS[dataset]['features']['encoder']}.h5"
 
 
+def model_settings(wildcards) -> str:
+    """The model's training settings on the dataset, as the JSON that `sat train` reads."""
+    return json.dumps(train_settings(config, DATASETS, wildcards.dataset, wildcards.model), sort_keys=True)
+
+
 def dataset_targets(names: list[str]) -> list[str]:
-    """Everything the data stages produce for each dataset."""
+    """Everything the data stages and the training produce for each dataset."""
     return [
         path
         for name in names
@@ -105,5 +113,6 @@ def dataset_targets(names: list[str]) -> list[str]:
             f"{RESULTS}/{name}/captions.h5",
             f"{RESULTS}/{name}/lengths.json",
             features_path(name),
+            *(f"{RESULTS}/{name}/{model}/{out}" for model in config["models"] for out in TRAIN_OUTPUTS),
         )
     ]

@@ -1,0 +1,182 @@
+"""The attention captioner of Show, Attend and Tell (Xu et al., 2015, sections 3-4), soft or hard.
+
+One decoder step (eq. 1-7): from h_{t-1} the attention MLP scores every annotation vector a_i
+(e_ti = w . tanh(W_a a_i + U_a h_{t-1})), alpha_t = softmax(e_t); the context is either the expectation
+sum_i alpha_ti a_i (soft) or one sampled a_{s_t}, s_t ~ Multinoulli(alpha_t) (hard), scaled by the scalar
+gate beta_t = sigmoid(f_beta(h_{t-1})); an LSTM reads [E y_{t-1}; h_{t-1}; z_t]; the deep output layer
+gives p(y_t) ~ exp(L_o tanh(E y_{t-1} + L_h h_t + L_z z_t)) (the tanh is the authors' code's; the
+paper's eq. 7 writes the sum without it, which would make the deep output a plain low-rank linear map).
+
+Speed comes from doing per step only what depends on h_{t-1}: W_a a_i is projected once per batch,
+the word embeddings' share of the LSTM gates for all steps in one matrix product, the three
+projections of h_{t-1} (attention, gates, gate beta) in one product, and the deep output layer over
+all steps after the loop, in one product over the vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .errors import SatError
+
+ATTENTIONS = ("soft", "hard")
+EXPECTED = -1  # the location "picked" by a row that uses the expected context
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes the shapes of a captioner's parameters."""
+
+    vocab_size: int
+    num_locations: int  # L: annotation vectors per image
+    feature_dim: int  # D: size of each
+    attention: str = "soft"
+    embed_dim: int = 512  # m
+    hidden_dim: int = 1800  # n
+    attention_dim: int = 512
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTIONS:
+            raise SatError(f"unknown attention {self.attention!r}; choose one of {ATTENTIONS}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Context(NamedTuple):
+    """What stays fixed while one batch of images is captioned."""
+
+    features: torch.Tensor  # (B, L, D) annotation vectors a_i
+    projected: torch.Tensor  # (B, L, A) W_a a_i + b
+
+
+class Step(NamedTuple):
+    h: torch.Tensor  # (B, n)
+    c: torch.Tensor  # (B, n)
+    z: torch.Tensor  # (B, D) gated context
+    alpha: torch.Tensor  # (B, L)
+    picked: torch.Tensor | None  # (B,) sampled location per row, EXPECTED where the expectation was used
+
+
+class Teacher(NamedTuple):
+    """A teacher-forced pass over a batch of captions."""
+
+    logits: torch.Tensor  # (B, T, V) unnormalised log-probabilities of the next word
+    alphas: torch.Tensor  # (B, T, L)
+    picked: torch.Tensor | None  # (B, T) hard attention: sampled locations (EXPECTED for expectation rows)
+
+
+class Captioner(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        n, m, d, a = c.hidden_dim, c.embed_dim, c.feature_dim, c.attention_dim
+        self.embed = nn.Embedding(c.vocab_size, m)
+        # f_init,h and f_init,c: one-hidden-layer MLPs on the mean annotation vector (eq. 5).
+        self.init_h = nn.Sequential(nn.Linear(d, n), nn.Tanh(), nn.Linear(n, n), nn.Tanh())
+        self.init_c = nn.Sequential(nn.Linear(d, n), nn.Tanh(), nn.Linear(n, n))
+        self.att_features = nn.Linear(d, a)  # W_a
+        self.att_score = nn.Linear(a, 1, bias=False)  # w (a bias would cancel in the softmax)
+        # h_{t-1} -> [U_a h (attention) | LSTM gates | f_beta (the scalar gate)], with the gates' bias.
+        self.from_h = nn.Linear(n, a + 4 * n + 1)
+        self.gates_y = nn.Linear(m, 4 * n, bias=False)  # E y_{t-1} -> LSTM gates
+        self.gates_z = nn.Linear(d, 4 * n, bias=False)  # z_t -> LSTM gates
+        self.out_h = nn.Linear(n, m)  # L_h
+        self.out_z = nn.Linear(d, m, bias=False)  # L_z
+        self.dropout = nn.Dropout(c.dropout)
+        self.out = nn.Linear(m, c.vocab_size)  # L_o
+        with torch.no_grad():  # forget gates start open: the usual LSTM initialisation
+            self.from_h.bias[a + n : a + 2 * n].fill_(1.0)
+
+    # --- pieces shared by training and decoding ---
+
+    def context(self, features: torch.Tensor) -> Context:
+        if features.shape[1:] != (self.config.num_locations, self.config.feature_dim):
+            raise SatError(
+                f"annotation vectors of shape {tuple(features.shape[1:])} do not fit this model, which was "
+                f"built for L={self.config.num_locations} locations of D={self.config.feature_dim}"
+            )
+        return Context(features, self.att_features(features))
+
+    def initial_state(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = ctx.features.mean(1)
+        return self.init_h(mean), self.init_c(mean)
+
+    def step(
+        self,
+        ctx: Context,
+        h: torch.Tensor,
+        c: torch.Tensor,
+        word_gates: torch.Tensor,
+        *,
+        sample_rows: torch.Tensor | None = None,
+        pick: torch.Tensor | None = None,
+    ) -> Step:
+        """One LSTM step from (h, c) = (h_{t-1}, c_{t-1}); ``word_gates`` is ``gates_y(E y_{t-1})``.
+
+        Hard attention: rows where ``sample_rows`` (B,) is True draw s_t ~ Multinoulli(alpha_t), the
+        others use the expected context; ``pick`` (B,) imposes the locations instead (EXPECTED: the
+        expectation). With neither, every row uses the expected context (soft attention, decoding).
+        """
+        a, n = self.config.attention_dim, self.config.hidden_dim
+        att_h, gates_h, beta = self.from_h(h).split((a, 4 * n, 1), dim=-1)
+        scores = self.att_score(torch.tanh(ctx.projected + att_h.unsqueeze(1))).squeeze(-1)
+        alpha = torch.softmax(scores, dim=-1)
+        z = torch.bmm(alpha.unsqueeze(1), ctx.features).squeeze(1)
+        if pick is None and sample_rows is not None:
+            with torch.no_grad():
+                drawn = torch.multinomial(alpha.float(), 1).squeeze(1)
+            pick = torch.where(sample_rows, drawn, torch.full_like(drawn, EXPECTED))
+        if pick is not None:
+            rows = torch.arange(len(pick), device=pick.device)
+            sampled = ctx.features[rows, pick.clamp(min=0)]
+            z = torch.where((pick >= 0).unsqueeze(1), sampled, z)
+        z = torch.sigmoid(beta) * z
+        i, f, g, o = (word_gates + gates_h + self.gates_z(z)).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return Step(h, c, z, alpha, pick)
+
+    def logits(self, embedded: torch.Tensor, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The deep output layer (eq. 7), for any leading shape."""
+        return self.out(self.dropout(torch.tanh(embedded + self.out_h(h) + self.out_z(z))))
+
+    # --- training ---
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        inputs: torch.Tensor,
+        *,
+        sample_rows: torch.Tensor | None = None,
+        locations: torch.Tensor | None = None,
+    ) -> Teacher:
+        """Teacher-forced pass: ``inputs`` (B, T) holds y_0 = <start>, y_1 .. y_{T-1}.
+
+        Hard attention: rows where ``sample_rows`` (B,) is True draw s_t ~ Multinoulli(alpha_t) at each
+        step; the other rows use the expected context (the paper's 0.5-probability trick). ``locations``
+        (B, T) imposes the locations instead of sampling (EXPECTED: use the expectation).
+        """
+        ctx = self.context(features)
+        h, c = self.initial_state(ctx)
+        embedded = self.embed(inputs)
+        word_gates = self.gates_y(embedded)
+        if self.config.attention != "hard":
+            sample_rows = locations = None
+        hs, zs, alphas, picks = [], [], [], []
+        for t in range(inputs.shape[1]):
+            pick = None if locations is None else locations[:, t]
+            step = self.step(ctx, h, c, word_gates[:, t], sample_rows=sample_rows, pick=pick)
+            h, c = step.h, step.c
+            hs.append(h)
+            zs.append(step.z)
+            alphas.append(step.alpha)
+            picks.append(step.picked)
+        logits = self.logits(embedded, torch.stack(hs, 1), torch.stack(zs, 1))
+        picked = torch.stack(picks, 1) if picks[0] is not None else None
+        return Teacher(logits, torch.stack(alphas, 1), picked)

@@ -1,0 +1,88 @@
+"""The training objectives of the paper: eq. 14 (soft attention) and the eq. 12 learning rule (hard).
+
+All terms are per caption: summed over its words (and, for the regulariser, over locations, as in
+the paper; averaging over the L locations, as several public ports do, weakens it L-fold), then
+averaged over the batch. ``mask`` (B, T) marks real steps, so padding contributes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .model import Teacher
+
+
+@dataclass
+class Terms:
+    """The loss to minimise and its parts, per caption averaged over the batch (tensors, for logging)."""
+
+    loss: torch.Tensor
+    nll: torch.Tensor  # -log p(y | a), summed over the caption's words
+    attention: torch.Tensor  # sum_i (1 - sum_t alpha_ti)^2
+    log_likelihoods: torch.Tensor  # (B,) log p(y | s, a) per caption (hard: what the baseline tracks)
+    entropy: torch.Tensor  # sum_t H[alpha_t]
+
+
+def word_log_likelihood(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) log p(y | a) of each caption: the log-probabilities of its target words, summed over real steps."""
+    logp = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+    return (logp * mask).sum(1)
+
+
+def doubly_stochastic(alphas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) sum_i (1 - sum_t alpha_ti)^2 over real steps t (eq. 14's penalty)."""
+    coverage = (alphas * mask.unsqueeze(-1)).sum(1)
+    return ((1.0 - coverage) ** 2).sum(1)
+
+
+def attention_entropy(alphas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) sum_t H[alpha_t]: the entropy of each step's Multinoulli over locations."""
+    h = -(alphas * torch.log(alphas.clamp_min(1e-12))).sum(-1)
+    return (h * mask).sum(1)
+
+
+def location_log_probability(alphas: torch.Tensor, picked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) log p(s | a) = sum_t log alpha_t[s_t] of the sampled locations (steps with the expectation add 0)."""
+    sampled = picked >= 0
+    chosen = alphas.gather(-1, picked.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (torch.log(chosen.clamp_min(1e-12)) * (mask * sampled)).sum(1)
+
+
+def soft_objective(out: Teacher, targets: torch.Tensor, mask: torch.Tensor, alpha_c: float) -> Terms:
+    """L_d = -log p(y | a) + lambda sum_i (1 - sum_t alpha_ti)^2 (eq. 14)."""
+    ll = word_log_likelihood(out.logits, targets, mask)
+    penalty = doubly_stochastic(out.alphas, mask)
+    loss = (-ll + alpha_c * penalty).mean()
+    with torch.no_grad():
+        entropy = attention_entropy(out.alphas, mask).mean()
+    return Terms(loss, -ll.mean().detach(), penalty.mean().detach(), ll.detach(), entropy)
+
+
+def hard_objective(
+    out: Teacher,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    baseline: float | None,
+    lambda_r: float,
+    lambda_e: float,
+    alpha_c: float = 0.0,
+) -> Terms:
+    """A surrogate whose gradient is the eq. 12 learning rule, averaged over the batch's N captions:
+
+    d log p(y|s,a)/dW + lambda_r (log p(y|s,a) - b) d log p(s|a)/dW + lambda_e dH[s]/dW.
+
+    ``baseline`` None (the first batch) uses the batch's mean log-likelihood. The REINFORCE term applies to the captions whose locations were sampled; captions that used the
+    expected context (the paper's 0.5-probability trick) get the exact gradient through alpha instead.
+    """
+    ll = word_log_likelihood(out.logits, targets, mask)
+    entropy = attention_entropy(out.alphas, mask)
+    penalty = doubly_stochastic(out.alphas, mask)
+    score = location_log_probability(out.alphas, out.picked, mask)
+    reward = ll.detach() - (ll.detach().mean() if baseline is None else baseline)
+    surrogate = ll + lambda_r * reward * score + lambda_e * entropy - alpha_c * penalty
+    return Terms(-surrogate.mean(), -ll.mean().detach(), penalty.mean().detach(), ll.detach(),
+                 entropy.mean().detach())

@@ -1,0 +1,188 @@
+"""Training: length batches, model selection on real decoding, determinism, resuming, and bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from show_attend_tell import data, demo, features, prepare, text, train
+from show_attend_tell.errors import SatError
+
+TINY = dict(embed_dim=16, hidden_dim=24, attention_dim=12, dropout=0.2, batch_size=16, max_epochs=2,
+            learning_rate=0.003, max_decode_length=12)
+TIMING = ["tokens_per_s", "train_seconds", "val_seconds"]
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory):
+    """The real data stages on a tiny demo set: 30 train, 6 val, 6 test images at 64 px (a 4x4 grid)."""
+    root = tmp_path_factory.mktemp("stages")
+    demo.generate(root / "demo", 30, 6, 6, image_size=96, seed=3, progress=False)
+    prepare.prepare(root / "demo" / "dataset_demo.json", [root / "demo"], root / "captions.csv",
+                    root / "images.csv", progress=False)
+    text.build_vocab(root / "captions.csv", root / "vocab.csv", 10000)
+    text.encode(root / "captions.csv", root / "vocab.csv", root / "captions.h5")
+    text.length_dictionary(root / "captions.h5", root / "lengths.json")
+    features.extract(root / "images.csv", root / "features.h5", encoder="efficientnet_lite0", layer="blocks.4",
+                     image_size=64, batch_size=16, workers=0, progress=False)
+    return root
+
+
+def run(stages, out, features_h5=None, seed=0, **settings):
+    out.mkdir(parents=True, exist_ok=True)
+    return train.train(
+        stages / "captions.h5", stages / "vocab.csv", stages / "captions.csv", stages / "lengths.json",
+        features_h5 or stages / "features.h5", model_out=out / "model.pt", log_csv=out / "train_log.csv",
+        curves_png=out / "curves.png", checkpoint=out / "checkpoint.pt",
+        settings=train.Settings.from_config(TINY | settings), seed=seed, threads=1, progress=False,
+    )
+
+
+def test_length_batches_hold_one_length_each_and_cover_every_caption_once(stages):
+    by_length = data.read_length_dictionary(stages / "lengths.json")
+    captions = data.read_encoded(stages / "captions.h5", stages / "vocab.csv")
+    batches = data.length_batches(by_length, 8, seed=1, epoch=0)
+    assert sorted(np.concatenate(batches).tolist()) == sorted(np.flatnonzero(captions.splits == "train").tolist())
+    assert all(len(set(captions.lengths[b])) == 1 and len(b) <= 8 for b in batches)
+    again = data.length_batches(by_length, 8, seed=1, epoch=0)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+    other = data.length_batches(by_length, 8, seed=1, epoch=1)
+    assert not all(np.array_equal(a, b) for a, b in zip(batches, other, strict=True))
+
+
+def test_teacher_batch_shifts_the_caption_and_masks_only_padding(stages):
+    captions = data.read_encoded(stages / "captions.h5", stages / "vocab.csv")
+    rows = np.array([0, 1, 2])
+    inputs, targets, mask = data.teacher_batch(captions, rows)
+    lengths = captions.lengths[rows]
+    assert inputs.shape == targets.shape == mask.shape == (3, lengths.max() + 1)
+    assert (inputs[:, 0] == captions.vocab.index(text.START)).all()
+    assert torch.equal(inputs[:, 1:], targets[:, :-1])
+    for r, n in enumerate(lengths):
+        assert mask[r].sum() == n + 1 and targets[r, n] == captions.vocab.index(text.END)
+
+
+def test_training_writes_the_selected_model_its_log_and_curves(stages, tmp_path):
+    table = run(stages, tmp_path, max_epochs=3)
+    assert list(table["epoch"]) == [1, 2, 3]
+    assert list(table.columns) == list(train.LOG_COLUMNS)
+    logged = pd.read_csv(tmp_path / "train_log.csv")
+    assert (logged["best"].sum() >= 1) and (logged["tokens_per_s"] > 0).all()
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+    model, document = train.load_model(tmp_path / "model.pt")
+    best = logged.loc[logged["val_bleu4"].idxmax()]
+    assert document["epoch"] == best["epoch"] and document["val_bleu4"] == pytest.approx(best["val_bleu4"])
+    assert document["features"]["grid"] == [4, 4] and document["vocab"][:4] == list(text.SPECIALS)
+    # The logged score is real greedy decoding of the stored model on the validation images.
+    store = data.Features(stages / "features.h5")
+    refs = data.references(stages / "captions.csv", "val")
+    settings = train.Settings.from_config(TINY)
+    assert train.validate(model, store, refs, document["vocab"], settings, torch.device("cpu")) == pytest.approx(
+        best["val_bleu4"])
+
+
+def test_same_seed_same_model_other_seed_other_model(stages, tmp_path):
+    run(stages, tmp_path / "a", seed=5)
+    run(stages, tmp_path / "b", seed=5)
+    run(stages, tmp_path / "c", seed=6)
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
+    assert (tmp_path / "a" / "model.pt").read_bytes() != (tmp_path / "c" / "model.pt").read_bytes()
+    logs = [pd.read_csv(tmp_path / k / "train_log.csv").drop(columns=TIMING) for k in "ab"]
+    pd.testing.assert_frame_equal(*logs)
+
+
+def sigterm_at_batch(monkeypatch, batch):
+    """The process receives SIGTERM (as from a cluster pre-empting the job) during training batch ``batch``."""
+    step, calls = train._train_step, []
+
+    def step_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(train, "_train_step", step_then_signal)
+
+
+@pytest.mark.parametrize("attention", ["soft", "hard"])
+def test_a_job_stopped_by_sigterm_resumes_to_the_same_model(stages, tmp_path, monkeypatch, attention):
+    run(stages, tmp_path / "clean", attention=attention)
+    out = tmp_path / "resumed"
+    with monkeypatch.context() as m:
+        sigterm_at_batch(m, 3)
+        with pytest.raises(SatError, match="stopped by signal SIGTERM in epoch 1; checkpoint saved"):
+            run(stages, out, attention=attention)
+    assert (out / "checkpoint.pt").exists() and not (out / "model.pt").exists()
+    run(stages, out, attention=attention)
+    assert (out / "model.pt").read_bytes() == (tmp_path / "clean" / "model.pt").read_bytes()
+    logs = [pd.read_csv(d / "train_log.csv").drop(columns=TIMING) for d in (out, tmp_path / "clean")]
+    pd.testing.assert_frame_equal(*logs)
+
+
+def test_a_checkpoint_of_other_settings_is_refused_naming_them(stages, tmp_path, monkeypatch):
+    with monkeypatch.context() as m:
+        sigterm_at_batch(m, 2)
+        with pytest.raises(SatError, match="stopped by signal"):
+            run(stages, tmp_path)
+    with pytest.raises(SatError, match=r"other settings or data:\n  settings.hidden_dim \(24 then, 32 now\)"):
+        run(stages, tmp_path, hidden_dim=32)
+    assert not (tmp_path / "model.pt").exists() and (tmp_path / "checkpoint.pt").exists()
+
+
+def test_an_unreadable_checkpoint_says_to_delete_it(stages, tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"torn")
+    with pytest.raises(SatError, match="cannot read the checkpoint .* delete it"):
+        run(stages, tmp_path)
+
+
+def test_nan_loss_stops_with_where_it_happened_and_writes_no_model(stages, tmp_path):
+    broken = tmp_path / "features.h5"
+    shutil.copy(stages / "features.h5", broken)
+    with h5py.File(broken, "r+") as f:
+        values = f["features"][:]
+        values[:] = np.inf
+        f["features"][:] = values
+    with pytest.raises(SatError, match=r"the loss became nan in epoch 1, batch 1 .* lower train.learning_rate"):
+        run(stages, tmp_path / "out", features_h5=broken)
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def test_a_vocabulary_of_another_encoding_is_refused(stages, tmp_path):
+    vocab = pd.read_csv(stages / "vocab.csv", keep_default_na=False)
+    vocab.iloc[:-3].to_csv(tmp_path / "vocab.csv", index=False)
+    with pytest.raises(SatError, match="encoded with a vocabulary of .* rerun the encode stage"):
+        data.read_encoded(stages / "captions.h5", tmp_path / "vocab.csv")
+
+
+def test_features_of_another_grid_are_refused_at_decoding(stages, tmp_path):
+    run(stages, tmp_path, max_epochs=1)
+    _, document = train.load_model(tmp_path / "model.pt")
+    features.extract(stages / "images.csv", tmp_path / "f96.h5", encoder="efficientnet_lite0", layer="blocks.4",
+                     image_size=96, batch_size=16, workers=0, progress=False)
+    with pytest.raises(SatError, match=r"grid: \[4, 4\] when trained, \[6, 6\] in"):
+        train.check_features(document, data.Features(tmp_path / "f96.h5"))
+
+
+def test_features_of_other_images_are_refused(stages, tmp_path):
+    captions = data.read_encoded(stages / "captions.h5", stages / "vocab.csv")
+    shutil.copy(stages / "features.h5", tmp_path / "features.h5")
+    with h5py.File(tmp_path / "features.h5", "r+") as f:
+        splits = f["splits"].asstr()[:]
+        del f["splits"]
+        f.create_dataset("splits", data=list(np.roll(splits, 1)), dtype=h5py.string_dtype())
+    with pytest.raises(SatError, match="disagree on image splits"):
+        data.Features(tmp_path / "features.h5").check_images(captions)
+
+
+def test_unknown_settings_are_named():
+    with pytest.raises(SatError, match=r"unknown training setting\(s\) \['hiden_dim'\]"):
+        train.Settings.from_config({"hiden_dim": 3})

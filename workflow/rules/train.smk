@@ -1,0 +1,37 @@
+# The captioners: soft and hard attention (and any variant under `models`), one job per dataset and model.
+
+
+rule train:
+    """Train with length batches, select the epoch with the best validation BLEU-4; resumes from its checkpoint."""
+    input:
+        captions=f"{RESULTS}/{{dataset}}/captions.h5",
+        vocab=f"{RESULTS}/{{dataset}}/vocab.csv",
+        table=f"{RESULTS}/{{dataset}}/captions.csv",
+        lengths=f"{RESULTS}/{{dataset}}/lengths.json",
+        features=lambda wc: features_path(wc.dataset),
+    output:
+        model=f"{RESULTS}/{{dataset}}/{{model}}/model.pt",
+        log_csv=f"{RESULTS}/{{dataset}}/{{model}}/train_log.csv",
+        curves=report(f"{RESULTS}/{{dataset}}/{{model}}/curves.png", category="Training", labels={"dataset": "{dataset}", "model": "{model}"}),
+    params:
+        settings=model_settings,
+        # Outside the declared outputs, which Snakemake deletes before a job starts.
+        checkpoint=f"{RESULTS}/checkpoints/{{dataset}}/{{model}}.pt",
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        f"{RESULTS}/logs/{{dataset}}/train_{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/train_{{model}}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=1440,
+        gpu=config["gpus"],
+    conda:
+        ENV
+    shell:
+        "sat train {input.captions} {input.vocab} {input.table} {input.lengths} {input.features}"
+        " --settings {params.settings:q} --model {output.model} --log-csv {output.log_csv} --curves {output.curves}"
+        " --checkpoint {params.checkpoint} --seed {params.seed} --threads {threads} --device {params.device}"
+        " > {log} 2>&1"
