@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from show_attend_tell.config import check
+from show_attend_tell.config import check, load_yaml, train_settings
+from show_attend_tell.train import Settings
 from show_attend_tell.errors import SatError
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -22,12 +23,29 @@ def test_the_shipped_config_is_valid_and_resolves_presets(config):
     assert set(datasets) == {"demo", "flickr8k", "flickr30k", "coco"}
     assert datasets["demo"]["source"] == "demo"
     assert datasets["flickr8k"]["vocab_size"] == 10000
-    assert datasets["flickr8k"]["train"] == {"optimizer": "rmsprop", "batch_size": 64}
+    assert datasets["flickr8k"]["train"]["optimizer"] == "rmsprop"
+    assert datasets["flickr8k"]["train"]["batch_size"] == 64
     assert datasets["coco"]["train"]["optimizer"] == "adam"
     assert datasets["flickr30k"]["train"]["optimizer"] == "adam"
     # a dataset's partial override of a nested section keeps the other defaults
     assert datasets["demo"]["features"]["encoder"] == "efficientnet_lite0"
     assert datasets["demo"]["features"]["image_size"] == 224
+
+
+def test_a_model_entry_overrides_the_dataset_preset_which_overrides_the_defaults(config):
+    datasets = check(config, SCHEMA)
+    soft, hard = (train_settings(config, datasets, "flickr8k", m) for m in ("soft", "hard"))
+    assert soft["attention"] == "soft" and hard["attention"] == "hard"
+    assert soft["optimizer"] == hard["optimizer"] == "rmsprop"
+    assert soft["alpha_c"] == 1.0 and hard["alpha_c"] == 0.0
+    assert train_settings(config, datasets, "coco", "soft")["hidden_dim"] == 1800
+    Settings.from_config(soft)  # every resolved key is a training setting
+
+
+def test_the_schema_documents_every_training_setting():
+    documented = load_yaml(SCHEMA)["$defs"]["train"]["properties"]
+    assert set(documented) == set(Settings.__dataclass_fields__)
+    assert all(spec.get("description") for spec in documented.values())
 
 
 @pytest.mark.parametrize("edit, key, complaint", [

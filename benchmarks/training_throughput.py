@@ -1,0 +1,167 @@
+"""Training tokens/s: our captioner against a straightforward per-step decoder of equal dimensions.
+
+The straightforward decoder is written the way the most used public PyTorch port writes it: at every
+step it projects all L annotation vectors for the attention again, gates the context with a
+D-dimensional vector, runs an LSTMCell on [embedding; context], and applies the vocabulary layer to
+that step alone; captions of a batch are sorted by length and the batch shrinks as captions end.
+Ours projects the annotations once per batch, precomputes the word embeddings' share of the LSTM
+gates, fuses the three projections of h_{t-1}, and applies the deep output layer once over all steps;
+its batches hold captions of one length (the paper's length dictionary), so it never shrinks either.
+
+Both are timed on the same random batches of one caption length (forward, backward, optimizer step),
+so the comparison is of the decoders alone. Default dimensions are the paper's (VGG 14x14x512,
+10,000 words; embedding 512, LSTM 1800, attention 512 as in the authors' code).
+
+    .venv/bin/python benchmarks/training_throughput.py
+    .venv/bin/python benchmarks/training_throughput.py --hidden-dim 512 --embed-dim 256 --attention-dim 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from show_attend_tell import objectives
+from show_attend_tell.features import resolve_device
+from show_attend_tell.model import Captioner, ModelConfig
+
+
+class PerStepDecoder(nn.Module):
+    """The straightforward decoder (see the module docstring), with the same doubly stochastic loss."""
+
+    def __init__(self, vocab: int, dim: int, embed: int, hidden: int, attention: int, dropout: float) -> None:
+        super().__init__()
+        self.encoder_att = nn.Linear(dim, attention)
+        self.decoder_att = nn.Linear(hidden, attention)
+        self.full_att = nn.Linear(attention, 1)
+        self.embedding = nn.Embedding(vocab, embed)
+        self.dropout = nn.Dropout(dropout)
+        self.lstm = nn.LSTMCell(embed + dim, hidden)
+        self.init_h = nn.Linear(dim, hidden)
+        self.init_c = nn.Linear(dim, hidden)
+        self.f_beta = nn.Linear(hidden, dim)
+        self.fc = nn.Linear(hidden, vocab)
+
+    def forward(self, features: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor):
+        lengths, order = lengths.sort(descending=True)
+        features, tokens = features[order], tokens[order]
+        embeddings = self.embedding(tokens)
+        mean = features.mean(1)
+        h, c = self.init_h(mean), self.init_c(mean)
+        steps = (lengths - 1).tolist()
+        batch, length = tokens.shape[0], max(steps)
+        logits = torch.zeros(batch, length, self.fc.out_features, device=features.device)
+        alphas = torch.zeros(batch, length, features.shape[1], device=features.device)
+        for t in range(length):
+            n = sum(s > t for s in steps)
+            att = self.full_att(torch.relu(self.encoder_att(features[:n]) + self.decoder_att(h[:n]).unsqueeze(1)))
+            alpha = torch.softmax(att.squeeze(2), dim=1)
+            context = torch.sigmoid(self.f_beta(h[:n])) * (features[:n] * alpha.unsqueeze(2)).sum(1)
+            h, c = self.lstm(torch.cat([embeddings[:n, t], context], dim=1), (h[:n], c[:n]))
+            logits[:n, t] = self.fc(self.dropout(h))
+            alphas[:n, t] = alpha
+        return logits, alphas, tokens[:, 1:]
+
+
+def random_batches(args: argparse.Namespace, device: torch.device, count: int):
+    g = torch.Generator().manual_seed(0)
+    for _ in range(count):
+        features = torch.randn(args.batch_size, args.locations, args.feature_dim, generator=g).to(device)
+        tokens = torch.randint(4, args.vocab_size, (args.batch_size, args.words + 2), generator=g).to(device)
+        yield features, tokens
+
+
+def time_steps(step, batches, warmup: int, device: torch.device) -> float:
+    """Seconds per batch of ``step`` after ``warmup`` batches."""
+    times = []
+    for i, batch in enumerate(batches):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        step(*batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--vocab-size", type=int, default=10004)
+    p.add_argument("--locations", type=int, default=196)
+    p.add_argument("--feature-dim", type=int, default=512)
+    p.add_argument("--embed-dim", type=int, default=512)
+    p.add_argument("--hidden-dim", type=int, default=1800)
+    p.add_argument("--attention-dim", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--words", type=int, default=11, help="caption length in words (Flickr8k's median is 11)")
+    p.add_argument("--batches", type=int, default=6)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dims = dict(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, attention_dim=args.attention_dim, dropout=0.5)
+    tokens_per_batch = args.batch_size * (args.words + 1)
+    rates = {}
+
+    for attention in ("soft", "hard"):
+        torch.manual_seed(0)
+        model = Captioner(ModelConfig(args.vocab_size, args.locations, args.feature_dim, attention=attention,
+                                      **dims)).to(device).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def ours(features, tokens, model=model, optimizer=optimizer, attention=attention):
+            inputs, targets = tokens[:, :-1], tokens[:, 1:]
+            mask = torch.ones(targets.shape, device=device)
+            if attention == "hard":
+                rows = torch.rand(len(tokens), device=device) >= 0.5
+                terms = objectives.hard_objective(model(features, inputs, sample_rows=rows), targets, mask,
+                                                  baseline=None, lambda_r=1.0, lambda_e=0.002)
+            else:
+                terms = objectives.soft_objective(model(features, inputs), targets, mask, alpha_c=1.0)
+            optimizer.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+
+        seconds = time_steps(ours, random_batches(args, device, args.batches + args.warmup), args.warmup, device)
+        rates[f"ours, {attention} attention"] = tokens_per_batch / seconds
+
+    torch.manual_seed(0)
+    baseline = PerStepDecoder(args.vocab_size, args.feature_dim, args.embed_dim, args.hidden_dim,
+                              args.attention_dim, 0.5).to(device).train()
+    optimizer = torch.optim.Adam(baseline.parameters(), lr=1e-4)
+
+    def per_step(features, tokens):
+        lengths = torch.full((len(tokens),), tokens.shape[1], device=device)
+        logits, alphas, targets = baseline(features, tokens, lengths)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum") / len(tokens)
+        loss = loss + ((1.0 - alphas.sum(1)) ** 2).sum(1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(baseline.parameters(), 5.0)
+        optimizer.step()
+
+    seconds = time_steps(per_step, random_batches(args, device, args.batches + args.warmup), args.warmup, device)
+    rates["per-step decoder, soft attention"] = tokens_per_batch / seconds
+
+    reference = rates["per-step decoder, soft attention"]
+    print(f"training tokens/s on {device} ({torch.get_num_threads()} threads): batch {args.batch_size} captions of "
+          f"{args.words} words (+<end>), L={args.locations}, D={args.feature_dim}, V={args.vocab_size}, "
+          f"embed {args.embed_dim}, LSTM {args.hidden_dim}, attention {args.attention_dim}; median of "
+          f"{args.batches} batches after {args.warmup} warm-up")
+    for name, rate in rates.items():
+        print(f"{name:36s} {rate:9.1f} tokens/s   {rate / reference:5.2f}x the per-step decoder")
+
+
+if __name__ == "__main__":
+    main()
