@@ -17,6 +17,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/text.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/decode.smk"
 
 
 rule all:

@@ -14,6 +14,7 @@ import torch
 
 from show_attend_tell import data, demo, features, prepare, text, train
 from show_attend_tell.errors import SatError
+from show_attend_tell.model import load_model
 
 TINY = dict(embed_dim=16, hidden_dim=24, attention_dim=12, dropout=0.2, batch_size=16, max_epochs=2,
             learning_rate=0.003, max_decode_length=12)
@@ -78,7 +79,7 @@ def test_training_writes_the_selected_model_its_log_and_curves(stages, tmp_path)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "checkpoint.pt").exists()
 
-    model, document = train.load_model(tmp_path / "model.pt")
+    model, document = load_model(tmp_path / "model.pt")
     best = logged.loc[logged["val_bleu4"].idxmax()]
     assert document["epoch"] == best["epoch"] and document["val_bleu4"] == pytest.approx(best["val_bleu4"])
     assert document["features"]["grid"] == [4, 4] and document["vocab"][:4] == list(text.SPECIALS)
@@ -165,11 +166,11 @@ def test_a_vocabulary_of_another_encoding_is_refused(stages, tmp_path):
 
 def test_features_of_another_grid_are_refused_at_decoding(stages, tmp_path):
     run(stages, tmp_path, max_epochs=1)
-    _, document = train.load_model(tmp_path / "model.pt")
+    _, document = load_model(tmp_path / "model.pt")
     features.extract(stages / "images.csv", tmp_path / "f96.h5", encoder="efficientnet_lite0", layer="blocks.4",
                      image_size=96, batch_size=16, workers=0, progress=False)
     with pytest.raises(SatError, match=r"grid: \[4, 4\] when trained, \[6, 6\] in"):
-        train.check_features(document, data.Features(tmp_path / "f96.h5"))
+        data.check_features(document, data.Features(tmp_path / "f96.h5"))
 
 
 def test_features_of_other_images_are_refused(stages, tmp_path):

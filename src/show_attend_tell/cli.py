@@ -75,6 +75,20 @@ def _train(a: argparse.Namespace) -> None:
           progress=a.progress)
 
 
+def _decode(a: argparse.Namespace) -> None:
+    from .decode import caption_split
+
+    caption_split(a.model, a.features_h5, a.images_csv, a.split, a.results_json, a.attention_h5,
+                  beam_size=a.beam_size, max_length=a.max_length, length_penalty=a.length_penalty,
+                  batch_size=a.batch_size, device=a.device, threads=a.threads, progress=a.progress)
+
+
+def _evaluate(a: argparse.Namespace) -> None:
+    from .metrics import evaluate
+
+    evaluate(a.results_json, a.captions_csv, a.split, a.metrics_csv)
+
+
 def _optional_int(value: str) -> int | None:
     return None if value.lower() in ("none", "null", "") else int(value)
 
@@ -164,6 +178,26 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--device", default="auto")
+
+    s = command("decode", _decode, "caption a split's images by batched beam search: COCO results JSON + attention")
+    s.add_argument("model")
+    s.add_argument("features_h5")
+    s.add_argument("images_csv")
+    s.add_argument("results_json")
+    s.add_argument("attention_h5")
+    s.add_argument("--split", default="test")
+    s.add_argument("--beam-size", type=int, default=3)
+    s.add_argument("--max-length", type=int, default=30)
+    s.add_argument("--length-penalty", type=float, default=0.0)
+    s.add_argument("--batch-size", type=int, default=100)
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--device", default="auto")
+
+    s = command("evaluate", _evaluate, "score a COCO results JSON: BLEU-1..4, METEOR, ROUGE-L, CIDEr, paper BLEU")
+    s.add_argument("results_json")
+    s.add_argument("captions_csv")
+    s.add_argument("metrics_csv")
+    s.add_argument("--split", default="test")
     return p
 
 

@@ -16,6 +16,9 @@ from .text import SPECIALS, read_captions, read_vocab
 
 log = logging.getLogger(__name__)
 
+# What a features file must share with the one a model was trained on.
+FEATURE_KEYS = ("encoder", "layer", "grid", "dim", "image_size", "weights", "images_sha256")
+
 
 @dataclass(frozen=True)
 class Captions:
@@ -120,3 +123,13 @@ def teacher_batch(captions: Captions, rows: np.ndarray) -> tuple[torch.Tensor, t
     tokens = torch.from_numpy(captions.tokens[rows, : steps + 1])
     mask = torch.arange(steps).unsqueeze(0) <= torch.from_numpy(captions.lengths[rows]).unsqueeze(1)
     return tokens[:, :-1], tokens[:, 1:], mask.float()
+
+
+def check_features(document: dict, features: Features) -> None:
+    """A model can only read features of the grid, layer and encoder it was trained on."""
+    trained = document["features"]
+    here = {k: features.attrs.get(k) for k in ("encoder", "layer", "grid", "dim", "image_size")}
+    changed = [f"{k}: {trained.get(k)!r} when trained, {v!r} in {features.path}" for k, v in here.items()
+               if trained.get(k) != v]
+    if changed:
+        raise SatError("the features do not match the model's:\n  " + "\n  ".join(changed))

@@ -16,6 +16,7 @@ all steps after the loop, in one product over the vocabulary.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -25,6 +26,7 @@ from .errors import SatError
 
 ATTENTIONS = ("soft", "hard")
 EXPECTED = -1  # the location "picked" by a row that uses the expected context
+MODEL_FORMAT = "show_attend_tell captioner v1"
 
 
 @dataclass(frozen=True)
@@ -180,3 +182,16 @@ class Captioner(nn.Module):
         logits = self.logits(embedded, torch.stack(hs, 1), torch.stack(zs, 1))
         picked = torch.stack(picks, 1) if picks[0] is not None else None
         return Teacher(logits, torch.stack(alphas, 1), picked)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Captioner, dict]:
+    """A trained captioner in eval mode, and the rest of its model file (vocab, features, settings)."""
+    try:
+        document = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise SatError(f"cannot read the model file {path}: {e}") from e
+    if not isinstance(document, dict) or document.get("format") != MODEL_FORMAT:
+        raise SatError(f"{path} is not a model file written by this workflow ({MODEL_FORMAT})")
+    model = Captioner(ModelConfig(**document["config"]))
+    model.load_state_dict(document["state_dict"])
+    return model.to(device).eval(), document

@@ -28,18 +28,16 @@ import torch
 
 from . import objectives
 from .atomic import atomic_output, remove
-from .data import Captions, Features, length_batches, read_encoded, read_length_dictionary, references, teacher_batch
-from .decode import greedy
+from .data import FEATURE_KEYS, Captions, Features, length_batches, read_encoded, read_length_dictionary, references, teacher_batch
+from .decode import beam_search
 from .errors import SatError
 from .features import resolve_device
-from .model import Captioner, ModelConfig
+from .model import MODEL_FORMAT, Captioner, ModelConfig
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = "show_attend_tell captioner v1"
 MODEL_KEYS = ("attention", "embed_dim", "hidden_dim", "attention_dim", "dropout")
-FEATURE_KEYS = ("encoder", "layer", "grid", "dim", "image_size", "weights", "images_sha256")
 LOG_COLUMNS = ("epoch", "steps", "words", "nll_per_caption", "nll_per_word", "attention_reg", "entropy", "baseline",
                "val_bleu4", "best", "learning_rate", "tokens_per_s", "train_seconds", "val_seconds")
 
@@ -66,6 +64,7 @@ class Settings:
     semi_sampling_p: float = 0.5  # hard attention: probability an image uses the expected context
     baseline_decay: float = 0.9  # hard attention: b <- decay * b + (1 - decay) * log p(y | s, a)
     max_decode_length: int = 30
+    val_beam_size: int = 1  # beam size of the validation decoding that selects the model (1: greedy)
     val_images: int | None = None  # score only the first N validation images (None: all)
     decode_batch_size: int = 250
     amp: bool = False  # bfloat16 autocast on CUDA
@@ -163,7 +162,8 @@ def validate(model: Captioner, features: Features, refs: dict[int, list[str]], v
     for start in range(0, len(images), settings.decode_batch_size):
         batch = images[start : start + settings.decode_batch_size]
         with _autocast(device, settings.amp):
-            decoded = greedy(model, features[batch].to(device).float(), vocab, settings.max_decode_length)
+            decoded = beam_search(model, features[batch].to(device).float(), vocab, beam_size=settings.val_beam_size,
+                                  max_length=settings.max_decode_length)
         hypotheses.update({int(i): " ".join(vocab[w] for w in ws) for i, ws in zip(batch, decoded.tokens)})
     model.train()
     return bleu4(hypotheses, refs)
@@ -388,29 +388,6 @@ def _write_model(path: str | Path, config: ModelConfig, state: Progress, vocab: 
     }
     with atomic_output(path) as tmp:
         torch.save(document, tmp)
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Captioner, dict]:
-    """A trained captioner in eval mode, and the rest of its model file (vocab, features, settings)."""
-    try:
-        document = torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise SatError(f"cannot read the model file {path}: {e}") from e
-    if not isinstance(document, dict) or document.get("format") != MODEL_FORMAT:
-        raise SatError(f"{path} is not a model file written by this workflow ({MODEL_FORMAT})")
-    model = Captioner(ModelConfig(**document["config"]))
-    model.load_state_dict(document["state_dict"])
-    return model.to(device).eval(), document
-
-
-def check_features(document: dict, features: Features) -> None:
-    """A model can only read features of the grid, layer and encoder it was trained on."""
-    trained = document["features"]
-    here = {k: features.attrs.get(k) for k in ("encoder", "layer", "grid", "dim", "image_size")}
-    changed = [f"{k}: {trained.get(k)!r} when trained, {v!r} in {features.path}" for k, v in here.items()
-               if trained.get(k) != v]
-    if changed:
-        raise SatError("the features do not match the model's:\n  " + "\n  ".join(changed))
 
 
 def plot_curves(table: pd.DataFrame, path: str | Path, title: str) -> None:

@@ -28,6 +28,7 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
     encoder="[a-z0-9_]+",
     model="|".join(config["models"]),
+    split="train|val|test",
 
 
 def stem(archive: str) -> str:
