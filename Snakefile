@@ -1,5 +1,6 @@
-# Show, Attend and Tell (Xu et al., 2015): the whole pipeline, from dataset archives to features.
-# `snakemake --cores 2` builds the datasets listed in config `run` (default: the offline demo).
+# Show, Attend and Tell (Xu et al., 2015): the whole pipeline, from dataset archives to Table 1.
+# `snakemake --cores 2` builds the datasets listed in config `run` (default: the offline demo), trains every
+# model of config `models` on each, and writes results/table1.{csv,md}; `snakemake flickr8k_soft` builds one row.
 # The map of stages is in workflow/rules/; the logic is in the show_attend_tell package (src/).
 
 import os
@@ -18,9 +19,26 @@ include: "workflow/rules/text.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/decode.smk"
+include: "workflow/rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:
     input:
         dataset_targets(config["run"]),
+        f"{RESULTS}/table1.md",
     default_target: True
+
+
+# One target per row of Table 1: `snakemake flickr8k_soft`, `snakemake coco_hard`, ...
+for _dataset in DATASETS:
+    for _model in config["models"]:
+
+        rule:
+            name:
+                f"{_dataset}_{_model}"
+            input:
+                row_targets(_dataset, _model),
+            localrule: True

@@ -89,6 +89,26 @@ def _evaluate(a: argparse.Namespace) -> None:
     evaluate(a.results_json, a.captions_csv, a.split, a.metrics_csv)
 
 
+def _figures(a: argparse.Namespace) -> None:
+    from .figures import split_figures
+
+    split_figures(a.attention_h5, a.images_csv, a.out_dir, a.count)
+
+
+def _grounding(a: argparse.Namespace) -> None:
+    from .grounding import evaluate
+
+    evaluate(a.attention_h5, a.objects_json, a.out_csv)
+
+
+def _table1(a: argparse.Namespace) -> None:
+    from .report import markdown, row, table1
+
+    rows = [row(ds, model, metrics, attention, None if grounding == "-" else grounding)
+            for ds, model, metrics, attention, grounding in a.row]
+    print(markdown(table1(rows, a.out_csv, a.out_md)))
+
+
 def _optional_int(value: str) -> int | None:
     return None if value.lower() in ("none", "null", "") else int(value)
 
@@ -198,6 +218,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("captions_csv")
     s.add_argument("metrics_csv")
     s.add_argument("--split", default="test")
+
+    s = command("figures", _figures, "attention figures (one panel per word) of a decoded split's first images")
+    s.add_argument("attention_h5")
+    s.add_argument("images_csv")
+    s.add_argument("out_dir")
+    s.add_argument("--count", type=int, default=4)
+
+    s = command("grounding", _grounding, "demo set: naming accuracy and pointing game from the object boxes")
+    s.add_argument("attention_h5")
+    s.add_argument("objects_json")
+    s.add_argument("out_csv")
+
+    s = command("table1", _table1, "the paper's Table 1 beside ours, as CSV and Markdown (printed)")
+    s.add_argument("out_csv")
+    s.add_argument("out_md")
+    s.add_argument("--row", nargs=5, action="append", required=True,
+                   metavar=("DATASET", "MODEL", "METRICS_CSV", "ATTENTION_H5", "GROUNDING_CSV"),
+                   help="one per row; GROUNDING_CSV is - where there is none")
     return p
 
 

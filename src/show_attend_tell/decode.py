@@ -160,7 +160,7 @@ def caption_split(model_pt: str | Path, features_h5: str | Path, images_csv: str
     with atomic_output(results_json) as tmp:
         tmp.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     settings = {"beam_size": beam_size, "max_length": max_length, "length_penalty": length_penalty,
-                "split": split, "model": str(model_pt), "vocab_size": len(vocab),
+                "split": split, "model": str(model_pt), "attention": document["config"]["attention"], "vocab_size": len(vocab),
                 "grid": list(store.attrs["grid"]), "encoder": store.attrs["encoder"], "layer": store.attrs["layer"],
                 "image_size": store.attrs["image_size"]}
     _write_attention(attention_h5, rows, results, decoded, settings)

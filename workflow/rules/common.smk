@@ -104,8 +104,44 @@ def model_settings(wildcards) -> str:
     return json.dumps(train_settings(config, DATASETS, wildcards.dataset, wildcards.model), sort_keys=True)
 
 
+def row_targets(dataset: str, model: str) -> list[str]:
+    """What one row of Table 1 needs: the model, its curves, metrics and figures (and grounding on the demo)."""
+    folder = f"{RESULTS}/{dataset}/{model}"
+    splits = sorted(set(DATASETS[dataset]["decode"]["splits"]) | {"test"})
+    targets = [f"{folder}/{out}" for out in TRAIN_OUTPUTS]
+    targets += [f"{folder}/{name}_{split}{ext}" for split in splits
+                for name, ext in (("metrics", ".csv"), ("figures", ""))]
+    if DATASETS[dataset]["source"] == "demo":
+        targets += [f"{folder}/grounding_{split}.csv" for split in splits]
+    return targets
+
+
+def table1_inputs(wildcards) -> dict[str, str]:
+    """Test metrics, attention (for encoder and beam) and demo grounding of every dataset in `run` x model."""
+    inputs = {}
+    for dataset in config["run"]:
+        for model in config["models"]:
+            folder = f"{RESULTS}/{dataset}/{model}"
+            inputs[f"{dataset}_{model}_metrics"] = f"{folder}/metrics_test.csv"
+            inputs[f"{dataset}_{model}_attention"] = f"{folder}/attention_test.h5"
+            if DATASETS[dataset]["source"] == "demo":
+                inputs[f"{dataset}_{model}_grounding"] = f"{folder}/grounding_test.csv"
+    return inputs
+
+
+def table1_rows(wildcards, input) -> str:
+    """`--row DATASET MODEL METRICS ATTENTION GROUNDING` arguments of `sat table1`."""
+    rows = []
+    for dataset in config["run"]:
+        for model in config["models"]:
+            key = f"{dataset}_{model}"
+            grounding = input.get(f"{key}_grounding", "-")
+            rows.append(f"--row {dataset} {model} {input[key + '_metrics']} {input[key + '_attention']} {grounding}")
+    return " ".join(rows)
+
+
 def dataset_targets(names: list[str]) -> list[str]:
-    """Everything the data stages and the training produce for each dataset."""
+    """Everything the workflow produces for each dataset: data stages, then every model's Table 1 row."""
     return [
         path
         for name in names
@@ -114,6 +150,6 @@ def dataset_targets(names: list[str]) -> list[str]:
             f"{RESULTS}/{name}/captions.h5",
             f"{RESULTS}/{name}/lengths.json",
             features_path(name),
-            *(f"{RESULTS}/{name}/{model}/{out}" for model in config["models"] for out in TRAIN_OUTPUTS),
+            *(target for model in config["models"] for target in row_targets(name, model)),
         )
     ]

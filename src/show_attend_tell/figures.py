@@ -1,0 +1,85 @@
+"""Attention figures like the paper's Fig. 2 and 3: the image, then one panel per word with its attention.
+
+Each word's alpha over the H x W grid is upsampled to the crop the encoder saw (x16 for 14 x 14 on
+224 px, as in the paper) and smoothed with a Gaussian filter, then laid over the image: bright where
+the model looked.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+from scipy import ndimage
+
+from .atomic import atomic_output
+from .errors import SatError
+from .features import load_image, read_images_csv
+
+log = logging.getLogger(__name__)
+
+COLUMNS = 5
+
+
+def upsample(alpha: np.ndarray, grid: tuple[int, int], size: int) -> np.ndarray:
+    """A (size, size) map of one step's attention: the grid scaled up, then Gaussian-smoothed, max 1."""
+    h, w = grid
+    scale = size / h
+    up = np.kron(alpha.reshape(h, w), np.ones((math.ceil(scale), math.ceil(size / w))))[:size, :size]
+    smooth = ndimage.gaussian_filter(up, sigma=scale / 2)
+    return smooth / max(smooth.max(), 1e-12)
+
+
+def attention_figure(image: np.ndarray, words: list[str], alphas: np.ndarray, grid: tuple[int, int],
+                     path: str | Path, title: str = "") -> None:
+    """``image`` (S, S, 3) uint8, ``alphas`` (n_words [+1 for <end>], L): one panel per word."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = words + ["<end>"] * (len(alphas) - len(words))
+    panels = 1 + len(labels)
+    rows = math.ceil(panels / COLUMNS)
+    fig, axes = plt.subplots(rows, COLUMNS, figsize=(2.2 * COLUMNS, 2.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes.flat[0].imshow(image)
+    axes.flat[0].set_title("input", fontsize=9)
+    size = image.shape[0]
+    for ax, word, alpha in zip(axes.flat[1:], labels, alphas):
+        mask = upsample(alpha, grid, size)
+        ax.imshow((image * (0.25 + 0.75 * mask[..., None])).astype(np.uint8))
+        ax.set_title(word, fontsize=10)
+    fig.suptitle(title or " ".join(words), fontsize=10)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})
+    plt.close(fig)
+
+
+def split_figures(attention_h5: str | Path, images_csv: str | Path, out_dir: str | Path, count: int) -> list[Path]:
+    """Figures of the first ``count`` images of a decoded split, named by image id, in one folder (atomically)."""
+    paths = {int(r["image_index"]): r["path"] for r in read_images_csv(images_csv)}
+    with h5py.File(attention_h5, "r") as f:
+        grid, size = tuple(int(g) for g in f.attrs["grid"]), int(f.attrs["image_size"])
+        n = min(count, len(f["image_ids"]))
+        entries = [(int(f["image_ids"][i]), int(f["image_index"][i]), f["captions"].asstr()[i],
+                    f["alphas"][i, : int(f["n_words"][i]) + int(f["finished"][i])].astype(np.float32))
+                   for i in range(n)]
+        what = f"{f.attrs.get('attention', '')} attention, beam {f.attrs['beam_size']}".strip()
+    if not entries:
+        raise SatError(f"{attention_h5} holds no captions to draw")
+    written = []
+    with atomic_output(out_dir) as tmp:
+        tmp.mkdir()
+        for image_id, index, caption, alphas in entries:
+            image = load_image(paths[index], size).permute(1, 2, 0).numpy()
+            name = f"{image_id}.png"
+            attention_figure(image, caption.split(), alphas, grid, tmp / name, title=f"{caption}  ({what})")
+            written.append(Path(out_dir) / name)
+    log.info("wrote %d attention figures to %s", len(written), out_dir)
+    return written
