@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --workflow-profile workflow/profiles/default
+	@echo; cat results/table1.md
+	@echo; echo "Attention figures:"; ls -1 results/*/*/figures_test/*.png
+	@echo "Learning curves:"; ls -1 results/*/*/curves.png
+	@echo "Browse everything: $(BIN)/snakemake --report results/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

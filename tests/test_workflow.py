@@ -79,7 +79,9 @@ def test_demo_data_stages_run_end_to_end_and_are_reproducible(tmp_path):
     assert "nothing to be done" in snakemake(one, "-n", config=TINY_DEMO).stdout.lower()
     artifacts = ["data/demo/dataset_demo.json", "data/demo/objects.json", "data/demo/images/demo_000000.jpg",
                  "demo/captions.csv", "demo/vocab.csv", "demo/captions.h5", "demo/lengths.json",
-                 "demo/features/efficientnet_lite0.h5", "demo/soft/model.pt", "demo/hard/model.pt"]
+                 "demo/features/efficientnet_lite0.h5", "demo/soft/model.pt", "demo/hard/model.pt",
+                 "demo/soft/captions_test.json", "demo/hard/attention_test.h5", "demo/soft/metrics_test.csv",
+                 "demo/hard/grounding_test.csv", "table1.csv"]
     assert digests(one / "results", artifacts) == digests(two / "results", artifacts)
     assert (one / "results" / "logs" / "demo" / "features_efficientnet_lite0.log").stat().st_size > 0
     assert (one / "results" / "benchmarks" / "demo" / "prepare.tsv").exists()
@@ -88,6 +90,23 @@ def test_demo_data_stages_run_end_to_end_and_are_reproducible(tmp_path):
         assert list(log["epoch"]) == [1, 2]
         assert (one / "results" / "demo" / model / "curves.png").stat().st_size > 0
     assert not (one / "results" / "checkpoints" / "demo" / "soft.pt").exists()
+    table = pd.read_csv(one / "results" / "table1.csv")
+    assert table[["dataset", "model"]].values.tolist() == [["demo", "soft"], ["demo", "hard"]]
+    assert {"bleu_4", "meteor", "cider", "coco_bleu_4", "pointing", "naming"} <= set(table.columns)
+    metrics = pd.read_csv(one / "results" / "demo" / "soft" / "metrics_test.csv")
+    assert metrics["images"].item() == 4
+    assert len(list((one / "results" / "demo" / "hard" / "figures_test").glob("*.png"))) == 4
+
+    report = snakemake(one, "--report", "report.html", config=TINY_DEMO)
+    assert (one / "report.html").stat().st_size > 100_000, report.stderr
+
+
+def test_every_table1_row_is_a_named_target(tmp_path):
+    for target in ("demo_soft", "flickr8k_hard", "coco_soft", "table1"):
+        out = snakemake(tmp_path, "-n", target, config=TINY_DEMO).stdout
+        assert "rule train:" in out or target == "table1" and "rule table1:" in out
+    out = snakemake(tmp_path, "-n", "flickr8k_soft", config=TINY_DEMO).stdout
+    assert "rule fetch:" in out and "rule evaluate:" in out and "rule grounding:" not in out
 
 
 def test_an_invalid_config_stops_the_run_naming_the_key(tmp_path):
@@ -107,13 +126,14 @@ def test_slurm_profile_plans_every_job_with_resources(tmp_path):
     result = snakemake(tmp_path, "-n", "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"),
                        "--slurm-no-account", config=TINY_DEMO)
     out = result.stdout + result.stderr
-    for rule in ("demo_dataset", "prepare", "vocab", "encode", "lengths", "features", "train"):
+    for rule in ("demo_dataset", "prepare", "vocab", "encode", "lengths", "features", "train", "decode", "evaluate",
+                 "figures", "grounding", "table1"):
         assert f"rule {rule}:" in out
     assert "gpu=1" in out.replace(" ", "")
 
 
 @pytest.mark.skipif(not FLICKR8K_SAMPLE.is_dir(), reason="real Flickr8k sample (../shared/data) not present")
-def test_real_flickr8k_sample_flows_from_a_loopback_http_server_to_trained_models(tmp_path, range_server_factory):
+def test_real_flickr8k_sample_flows_from_a_loopback_http_server_to_table1(tmp_path, range_server_factory):
     server = range_server_factory(FLICKR8K_SAMPLE)
     md5 = {name: hashlib.md5((FLICKR8K_SAMPLE / name).read_bytes()).hexdigest()
            for name in ("Flickr8k_Dataset.zip", "caption_datasets.zip")}
@@ -133,3 +153,5 @@ def test_real_flickr8k_sample_flows_from_a_loopback_http_server_to_trained_model
     assert not list((tmp_path / "results" / "data").rglob("*.partial"))
     for model in ("soft", "hard"):
         assert len(pd.read_csv(tmp_path / "results" / "flickr8k" / model / "train_log.csv")) == 1
+    table = pd.read_csv(tmp_path / "results" / "table1.csv")
+    assert table["xu2015_bleu_4"].tolist() == [19.5, 21.3] and (table["images"] == 125).all()

@@ -109,6 +109,15 @@ def _table1(a: argparse.Namespace) -> None:
     print(markdown(table1(rows, a.out_csv, a.out_md)))
 
 
+def _caption(a: argparse.Namespace) -> int:
+    from .caption import caption_images, format_results
+
+    results = caption_images(a.model, a.inputs, beam_size=a.beam_size, max_length=a.max_length,
+                             figures_dir=a.figures, batch_size=a.batch_size, device=a.device)
+    print(format_results(results))
+    return 2 if any(r.error for r in results) else 0
+
+
 def _optional_int(value: str) -> int | None:
     return None if value.lower() in ("none", "null", "") else int(value)
 
@@ -236,6 +245,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--row", nargs=5, action="append", required=True,
                    metavar=("DATASET", "MODEL", "METRICS_CSV", "ATTENTION_H5", "GROUNDING_CSV"),
                    help="one per row; GROUNDING_CSV is - where there is none")
+
+    s = command("caption", _caption, "caption your own image files or folders with a trained model.pt")
+    s.add_argument("model", help="a model.pt written by the train stage")
+    s.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    s.add_argument("--figures", help="folder to write each image's attention figure to")
+    s.add_argument("--beam-size", type=int, default=3)
+    s.add_argument("--max-length", type=int, default=30)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--device", default="auto")
     return p
 
 
@@ -244,11 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except SatError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

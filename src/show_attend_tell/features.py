@@ -34,6 +34,7 @@ LOG = logging.getLogger(__name__)
 
 COLUMNS = ("image_index", "image_id", "split", "file", "path")
 RESAMPLE = Image.Resampling.BILINEAR
+RANDOM_WEIGHTS = "random (pretrained=False)"  # the `weights` attribute of features from an untrained encoder
 # Attributes that must match for a .partial file to be continued rather than started afresh.
 RESUME_KEYS = ("encoder", "layer", "image_size", "weights", "n_images", "images_sha256", "preprocessing")
 
@@ -242,7 +243,7 @@ def extract(
         "crop": image_size,
         "mean": list(spec.mean),
         "std": list(spec.std),
-        "weights": spec.weights if pretrained else "random (pretrained=False)",
+        "weights": spec.weights if pretrained else RANDOM_WEIGHTS,
         "preprocessing": f"RGB (JPEGs of twice the size or more decoded at 1/2, 1/4 or 1/8 scale); resize shorter "
         f"side to {r} px (bilinear, antialiased); centre crop {image_size}x{image_size}; (x / 255 - mean) / std",
         "n_images": len(rows),
