@@ -47,7 +47,7 @@ def beam_search(model: Captioner, features: torch.Tensor, vocab: list[str], *, b
                 max_length: int = 30, length_penalty: float = 0.0) -> Decoded:
     """The best caption of each of the (B, L, D) ``features`` by beam search over all B x K beams at once.
 
-    Each time step is one forward step of the decoder for the whole batch. Of an image's K x V
+    Each time step is one forward step of the decoder for all images still decoding. Of an image's K x V
     continuations the K best are kept; those among them that emit <end> are set aside as finished (the
     best per image, ranked by log p / (words + 1) ** ``length_penalty``) and K live beams continue. An
     image is done when none of its live beams can beat its best finished hypothesis any more; one with
@@ -59,52 +59,64 @@ def beam_search(model: Captioner, features: torch.Tensor, vocab: list[str], *, b
     batch, k, device = features.shape[0], beam_size, features.device
     start, end = vocab.index(START), vocab.index(END)
     banned = torch.tensor(banned_ids(vocab), device=device)
-    ctx = model.context(features)
-    h, c = model.initial_state(ctx)
-    ctx = Context(*(t.repeat_interleave(k, 0) for t in ctx))
-    h, c = h.repeat_interleave(k, 0), c.repeat_interleave(k, 0)
+    ctx = model.context(features)  # shared by an image's K beams, not copied
+    h, c = (s.unsqueeze(1).expand(-1, k, -1).contiguous() for s in model.initial_state(ctx))
     scores = torch.full((batch, k), -torch.inf, device=device)
     scores[:, 0] = 0.0  # one live beam per image until the first expansion
-    words = torch.full((batch * k,), start, dtype=torch.long, device=device)
-    best = torch.full((batch,), -torch.inf, device=device)  # best finished, after the length penalty
+    words = torch.full((batch, k), start, dtype=torch.long, device=device)
+    # Per image, whether decoding or done: the best finished hypothesis and the live beams' last scores.
+    best = torch.full((batch,), -torch.inf, device=device)  # after the length penalty
     best_raw = torch.zeros(batch, device=device)
     best_step = torch.full((batch,), -1, dtype=torch.long, device=device)
     best_beam = torch.zeros(batch, dtype=torch.long, device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    live = scores.clone()
+    active = torch.arange(batch, device=device)  # images still decoding: rows of the tensors above
     origins, emitted, alphas = [], [], []
-    offsets = torch.arange(batch, device=device).unsqueeze(1) * k
     for t in range(max_length + 1):
+        n = len(active)
         embedded = model.embed(words)
         step = model.step(ctx, h, c, model.gates_y(embedded))
         logp = torch.log_softmax(model.logits(embedded, step.h, step.z).float(), dim=-1)
-        logp[:, banned] = -torch.inf
-        candidates = scores.unsqueeze(-1) + logp.view(batch, k, -1)  # (B, K, V)
-        alphas.append(step.alpha.view(batch, k, -1))
+        logp[..., banned] = -torch.inf
+        candidates = scores.unsqueeze(-1) + logp  # (n, K, V)
+        alphas.append(_scatter(step.alpha, active, batch))
         # The t-word hypotheses that stop here, if <end> ranks among the image's K best continuations.
-        threshold = candidates.view(batch, -1).topk(k, dim=1).values[:, -1:]
+        threshold = candidates.view(n, -1).topk(k, dim=1).values[:, -1:]
         ending = candidates[:, :, end].masked_fill(candidates[:, :, end] < threshold, -torch.inf)
         ranked, beam = (ending / (t + 1) ** length_penalty).max(1)
-        better = (ranked > best) & ~done
-        best = torch.where(better, ranked, best)
-        best_raw = torch.where(better, ending.gather(1, beam.unsqueeze(1)).squeeze(1), best_raw)
-        best_step = torch.where(better, t, best_step)
-        best_beam = torch.where(better, beam, best_beam)
+        better = ranked > best[active]
+        improved = active[better]
+        best[improved] = ranked[better]
+        best_raw[improved] = ending[better, beam[better]]
+        best_step[improved] = t
+        best_beam[improved] = beam[better]
         if t == max_length:
             break
         candidates[:, :, end] = -torch.inf
-        scores, index = candidates.view(batch, -1).topk(k, dim=1)
-        vocab_size = candidates.shape[-1]
-        origin, word = index // vocab_size, index % vocab_size
-        origins.append(origin)
-        emitted.append(word)
+        scores, index = candidates.view(n, -1).topk(k, dim=1)
+        origin, word = index // candidates.shape[-1], index % candidates.shape[-1]
+        origins.append(_scatter(origin, active, batch))
+        emitted.append(_scatter(word, active, batch))
+        live[active] = scores
         # Log-probabilities only fall as words are added, so a live beam's best possible finish is its score now,
-        # divided by the longest length allowed.
-        done |= best >= scores[:, 0] / (max_length + 1) ** length_penalty
-        if done.all():
+        # divided by the longest length allowed. Images that cannot improve leave the batch.
+        keep = best[active] < scores[:, 0] / (max_length + 1) ** length_penalty
+        if not keep.any():
             break
-        rows = (offsets + origin).view(-1)
-        h, c, words = step.h[rows], step.c[rows], word.view(-1)
-    return _backtrack(origins, emitted, alphas, scores, best_raw, best_step, best_beam)
+        images = torch.arange(n, device=device)[keep].unsqueeze(1)
+        h, c = step.h[images, origin[keep]], step.c[images, origin[keep]]
+        words, scores = word[keep], scores[keep]
+        if not keep.all():
+            ctx = Context(*(x[keep] for x in ctx))
+            active = active[keep]
+    return _backtrack(origins, emitted, alphas, live, best_raw, best_step, best_beam)
+
+
+def _scatter(values: torch.Tensor, active: torch.Tensor, batch: int) -> torch.Tensor:
+    """``values`` of the active images placed in a tensor of the whole batch (zeros elsewhere)."""
+    full = values.new_zeros((batch, *values.shape[1:]))
+    full[active] = values
+    return full
 
 
 def _backtrack(origins: list[torch.Tensor], emitted: list[torch.Tensor], alphas: list[torch.Tensor],

@@ -121,15 +121,21 @@ class Captioner(nn.Module):
     ) -> Step:
         """One LSTM step from (h, c) = (h_{t-1}, c_{t-1}); ``word_gates`` is ``gates_y(E y_{t-1})``.
 
+        ``h``, ``c`` and ``word_gates`` are (B, ...) with one row per image, or (B, K, ...) with K rows (beams)
+        per image of the context.
+
         Hard attention: rows where ``sample_rows`` (B,) is True draw s_t ~ Multinoulli(alpha_t), the
         others use the expected context; ``pick`` (B,) imposes the locations instead (EXPECTED: the
         expectation). With neither, every row uses the expected context (soft attention, decoding).
         """
         a, n = self.config.attention_dim, self.config.hidden_dim
         att_h, gates_h, beta = self.from_h(h).split((a, 4 * n, 1), dim=-1)
-        scores = self.att_score(torch.tanh(ctx.projected + att_h.unsqueeze(1))).squeeze(-1)
+        # Rows of h may be several per image (beams): (images, rows per image, L, A) without copying the image.
+        images, lead = ctx.features.shape[0], h.shape[:-1]
+        att_h = att_h.reshape(images, -1, 1, a)
+        scores = self.att_score(torch.tanh(ctx.projected.unsqueeze(1) + att_h)).view(*lead, -1)
         alpha = torch.softmax(scores, dim=-1)
-        z = torch.bmm(alpha.unsqueeze(1), ctx.features).squeeze(1)
+        z = torch.bmm(alpha.view(images, -1, alpha.shape[-1]), ctx.features).view(*lead, -1)
         if pick is None and sample_rows is not None:
             with torch.no_grad():
                 drawn = torch.multinomial(alpha.float(), 1).squeeze(1)
