@@ -399,7 +399,7 @@ def plot_curves(table: pd.DataFrame, path: str | Path, title: str) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
     panels = (("nll_per_word", "training NLL (nats/word)"), ("attention_reg", "sum_i (1 - sum_t alpha_ti)^2"),
-              ("val_bleu4", "validation BLEU-4 (greedy)"))
+              ("val_bleu4", "validation BLEU-4 (real decoding)"))
     for ax, (column, label) in zip(axes, panels):
         ax.plot(table["epoch"], table[column], marker="o", ms=3)
         ax.set_xlabel("epoch")
