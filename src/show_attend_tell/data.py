@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .errors import SatError
-from .text import SPECIALS, read_captions, read_vocab
+from .text import read_captions, read_vocab
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,6 @@ class Captions:
     image_index: np.ndarray  # (N,) rows of images.csv and of the features file
     splits: np.ndarray  # (N,) str
     vocab: list[str]
-
-    @property
-    def ids(self) -> dict[str, int]:
-        return {w: i for i, w in enumerate(self.vocab[: len(SPECIALS)])}
 
 
 def read_encoded(captions_h5: str | Path, vocab_csv: str | Path) -> Captions:

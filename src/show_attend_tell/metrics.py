@@ -8,7 +8,6 @@ that number, and ``bleu_n == paper_bleu_n * brevity_penalty`` links the two.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -27,6 +26,7 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from .atomic import atomic_output
 from .errors import SatError
+from .jsonfile import read_json
 from .text import read_captions
 
 log = logging.getLogger(__name__)
@@ -181,13 +181,7 @@ def score(references: dict[int, list[str]], hypotheses: dict[int, str]) -> dict[
 def read_results(path: str | Path) -> dict[int, str]:
     """A COCO-results JSON (a list of {"image_id": int, "caption": str}) as image id -> caption."""
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise SatError(f"results JSON not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SatError(f"{path} is not valid JSON: {e}") from None
+    data = read_json(path, "results JSON")
     if not isinstance(data, list):
         raise SatError(f"{path} is not a COCO results file: expected a list of {{image_id, caption}} objects, "
                        f"found a {type(data).__name__}")

@@ -6,7 +6,6 @@ which split each belongs to, how captions are tokenised) are made once and can b
 
 from __future__ import annotations
 
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +15,7 @@ from PIL import Image
 
 from .atomic import atomic_output
 from .errors import SatError
+from .jsonfile import read_json
 from .progress import progress_bar
 from .text import tokenize
 
@@ -27,13 +27,7 @@ SPLITS = ("train", "val", "test", "restval")
 def read_karpathy(path: str | Path) -> list[dict]:
     """The ``images`` list of a Karpathy-schema JSON, after checking every field later stages use."""
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise SatError(f"captions JSON not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SatError(f"{path} is not valid JSON: {e}") from None
+    data = read_json(path, "captions JSON")
 
     def bad(where: str, what: str) -> SatError:
         return SatError(f"{path} is not in Karpathy schema: {where}: {what}")
