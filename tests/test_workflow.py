@@ -25,11 +25,12 @@ TINY_DEMO = {
 
 def snakemake(workdir, *args, config=None, check=True):
     """Run the repository's workflow in ``workdir`` with ``config`` layered over config.yaml."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2"]
-    if config is not None:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
+           *args]
+    if config is not None:  # last: --configfile takes every argument after it
         (workdir / "test_config.yaml").write_text(yaml.safe_dump(config))
         cmd += ["--configfile", str(workdir / "test_config.yaml")]
-    result = subprocess.run(cmd + list(args), capture_output=True, text=True)
+    result = subprocess.run(cmd, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
