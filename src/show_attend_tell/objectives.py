@@ -28,7 +28,7 @@ class Terms:
 
 def word_log_likelihood(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B,) log p(y | a) of each caption: the log-probabilities of its target words, summed over real steps."""
-    logp = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+    logp = -F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # bf16 under amp
     return (logp * mask).sum(1)
 
 
