@@ -197,7 +197,8 @@ def _save_checkpoint(path: Path, fp: dict, model: Captioner, optimizer: torch.op
 def _load_checkpoint(path: Path, fp: dict, model: Captioner, optimizer: torch.optim.Optimizer,
                      device: torch.device) -> Progress:
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        # On the CPU: RNG states must be CPU tensors; the model and optimizer copy to their device when loaded.
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unreadable file means the same thing
         raise SatError(f"cannot read the checkpoint {path} ({e}); delete it to train from the start") from e
     changed = _differences(state["fingerprint"], fp)
