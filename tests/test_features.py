@@ -249,3 +249,52 @@ def test_images_csv_must_list_indices_in_order(tmp_path):
     path.write_text("image_index,image_id,file\n0,5,a.jpg\n")
     with pytest.raises(SatError, match="missing column"):
         features.read_images_csv(path)
+
+
+def test_shards_merge_into_what_a_single_extraction_writes(images_csv, tmp_path):
+    single = run(images_csv, tmp_path / "single.h5")
+    shards = [run(images_csv, tmp_path / f"shard{k}.h5", shard=(k, 3)) for k in (2, 0, 1)]
+    with h5py.File(shards[1], "r") as f:
+        assert list(f.attrs["shard_rows"]) == [0, 2] and f["features"].shape[0] == 2
+    merged = features.merge_shards(images_csv, shards, tmp_path / "merged.h5")
+    assert_same_contents(merged, single)
+
+
+def test_merging_refuses_incomplete_missing_or_foreign_shards(images_csv, tmp_path, monkeypatch):
+    shards = [run(images_csv, tmp_path / f"shard{k}.h5", shard=(k, 2)) for k in range(2)]
+    with pytest.raises(SatError, match="cover images 0-4, not 0-7"):
+        features.merge_shards(images_csv, shards[:1], tmp_path / "m.h5")
+    other = run(images_csv, tmp_path / "other.h5", shard=(1, 2), image_size=72)
+    with pytest.raises(SatError, match="other settings .*image_size"):
+        features.merge_shards(images_csv, [shards[0], other], tmp_path / "m.h5")
+    monkeypatch.setattr(features, "load_image", CountingLoads(fail_at=2))
+    with pytest.raises(KeyboardInterrupt):
+        run(images_csv, tmp_path / "torn.h5", shard=(1, 2))
+    with pytest.raises(SatError, match="incomplete"):
+        features.merge_shards(images_csv, [shards[0], partial_path(tmp_path / "torn.h5")], tmp_path / "m.h5")
+    assert not list(tmp_path.glob("m.h5*"))
+    with pytest.raises(SatError, match="shard 2 of 2 does not exist"):
+        features.shard_rows(7, 2, 2, batch_size=2)
+    with pytest.raises(SatError, match="5 shards for 7 images in 4 batches of 2"):
+        features.shard_rows(7, 0, 5, batch_size=2)
+
+
+def test_shards_split_at_batch_boundaries_and_cover_every_image_once():
+    for n_images, n, batch in ((7, 3, 2), (100, 4, 32), (1000, 7, 16), (5, 1, 8)):
+        ranges = [features.shard_rows(n_images, k, n, batch) for k in range(n)]
+        assert ranges[0][0] == 0 and ranges[-1][1] == n_images
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+        assert all(lo % batch == 0 and hi > lo for lo, hi in ranges)
+
+
+def test_shards_from_the_command_line(images_csv, tmp_path):
+    from show_attend_tell.cli import main
+
+    common = ["--no-progress", "features", str(images_csv)]
+    options = ["--encoder", ENCODER, "--layer", LAYER, "--image-size", str(SIZE), "--workers", "0", "--batch-size", "2"]
+    for k in range(2):
+        assert main(common + [str(tmp_path / f"s{k}.h5"), *options, "--shard", f"{k}/2"]) == 0
+    assert main(["merge-features", str(images_csv), str(tmp_path / "m.h5"), str(tmp_path / "s1.h5"),
+                 str(tmp_path / "s0.h5")]) == 0
+    assert_same_contents(tmp_path / "m.h5", run(images_csv, tmp_path / "single.h5"))
+    assert main(common + [str(tmp_path / "x.h5"), *options, "--shard", "3/2"]) == 1

@@ -63,7 +63,22 @@ def _features(a: argparse.Namespace) -> None:
 
     extract(a.images_csv, a.out, encoder=a.encoder, layer=a.layer, image_size=a.image_size,
             batch_size=a.batch_size, workers=a.workers, threads=a.threads, device=a.device,
-            pretrained=a.pretrained, progress=a.progress)
+            pretrained=a.pretrained, progress=a.progress, shard=a.shard)
+
+
+def _merge_features(a: argparse.Namespace) -> None:
+    from .features import merge_shards
+
+    merge_shards(a.images_csv, a.shards, a.out)
+
+
+def _shard(value: str) -> tuple[int, int]:
+    """``K/N``: the K-th (from 0) of N shards."""
+    try:
+        k, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N, e.g. 0/4, not {value!r}") from None
+    return k, n
 
 
 def _train(a: argparse.Namespace) -> None:
@@ -192,6 +207,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--random-weights", dest="pretrained", action="store_false",
                    help="random encoder weights (tests only)")
+    s.add_argument("--shard", type=_shard, default=None, metavar="K/N",
+                   help="encode only the K-th of N equal ranges of images (separate jobs; then merge-features)")
+
+    s = command("merge-features", _merge_features, "merge complete feature shards into one features file")
+    s.add_argument("images_csv")
+    s.add_argument("out")
+    s.add_argument("shards", nargs="+")
 
     s = command("train", _train, "train a soft or hard attention captioner; resumes from its checkpoint")
     s.add_argument("captions_h5")

@@ -36,7 +36,7 @@ COLUMNS = ("image_index", "image_id", "split", "file", "path")
 RESAMPLE = Image.Resampling.BILINEAR
 RANDOM_WEIGHTS = "random (pretrained=False)"  # the `weights` attribute of features from an untrained encoder
 # Attributes that must match for a .partial file to be continued rather than started afresh.
-RESUME_KEYS = ("encoder", "layer", "image_size", "weights", "n_images", "images_sha256", "preprocessing")
+RESUME_KEYS = ("encoder", "layer", "image_size", "weights", "n_images", "shard_rows", "images_sha256", "preprocessing")
 
 
 def preprocess(image: Image.Image, image_size: int) -> torch.Tensor:
@@ -219,37 +219,25 @@ def extract(
     device: str = "auto",
     pretrained: bool = True,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> Path:
     """Write the annotation vectors of every image in ``images_csv`` to the HDF5 file ``out``.
+
+    ``shard=(k, n)`` encodes only the k-th of n equal ranges of images (separate jobs; see ``merge_shards``).
 
     ``workers`` image-decoding processes feed the encoder (0: decode in this process); ``threads``
     sets torch's intra-op threads (None: torch's default, one per core). An interrupted run leaves
     ``out.partial``; the next run with the same settings continues it.
     """
-    spec, layer = encoders.spec(encoder, layer)
+    _, layer = encoders.spec(encoder, layer)
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     rows = read_images_csv(images_csv)
-    h, w, d = encoders.output_grid(encoder, layer, image_size)
-    r = encoders.resize_shorter(image_size)
-    attrs = {
-        "encoder": encoder,
-        "layer": layer,
-        "grid": [h, w],
-        "dim": d,
-        "image_size": image_size,
-        "resize_shorter": r,
-        "crop": image_size,
-        "mean": list(spec.mean),
-        "std": list(spec.std),
-        "weights": spec.weights if pretrained else RANDOM_WEIGHTS,
-        "preprocessing": f"RGB (JPEGs of twice the size or more decoded at 1/2, 1/4 or 1/8 scale); resize shorter "
-        f"side to {r} px (bilinear, antialiased); centre crop {image_size}x{image_size}; (x / 255 - mean) / std",
-        "n_images": len(rows),
-        "images_sha256": _images_sha256(rows),
-        "created_by": f"show_attend_tell {__version__}",
-    }
+    lo, hi = shard_rows(len(rows), *(shard or (0, 1)), batch_size)
+    attrs = _attributes(rows, encoder, layer, image_size, pretrained) | {"n_images": hi - lo, "shard_rows": [lo, hi]}
+    rows = rows[lo:hi]
+    h, w, d = attrs["grid"] + [attrs["dim"]]
     out = Path(out)
     with atomic_output(out, keep_partial=True) as tmp:
         start = _resume_point(tmp, attrs)
@@ -272,6 +260,86 @@ def extract(
                 _create(f, rows, attrs, h * w, d)
             _encode_into(f, batches, model, encoder, dev, start, progress)
     return out
+
+
+def shard_rows(n_images: int, k: int, n: int, batch_size: int) -> tuple[int, int]:
+    """[lo, hi): the image indices of shard k of n, split at batch boundaries.
+
+    Every image is then encoded in the same batch as by a single job, so merged shards hold exactly the
+    numbers a single extraction writes (a convolution's result depends slightly on its batch).
+    """
+    if not 0 <= k < n:
+        raise SatError(f"shard {k} of {n} does not exist: shards are numbered 0..{n - 1}")
+    batches = -(-n_images // batch_size)
+    if n > batches:
+        raise SatError(f"{n} shards for {n_images} images in {batches} batches of {batch_size}: "
+                       "use at most one shard per batch")
+    return k * batches // n * batch_size, min(n_images, (k + 1) * batches // n * batch_size)
+
+
+def _attributes(rows: list[dict[str, str]], encoder: str, layer: str, image_size: int, pretrained: bool) -> dict:
+    """The attributes of a features file of all ``rows``: what made it, and which images it holds."""
+    spec = encoders.ENCODERS[encoder]
+    h, w, d = encoders.output_grid(encoder, layer, image_size)
+    r = encoders.resize_shorter(image_size)
+    return {
+        "encoder": encoder,
+        "layer": layer,
+        "grid": [h, w],
+        "dim": d,
+        "image_size": image_size,
+        "resize_shorter": r,
+        "crop": image_size,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "weights": spec.weights if pretrained else RANDOM_WEIGHTS,
+        "preprocessing": f"RGB (JPEGs of twice the size or more decoded at 1/2, 1/4 or 1/8 scale); resize shorter "
+        f"side to {r} px (bilinear, antialiased); centre crop {image_size}x{image_size}; (x / 255 - mean) / std",
+        "n_images": len(rows),
+        "shard_rows": [0, len(rows)],
+        "images_sha256": _images_sha256(rows),
+        "created_by": f"show_attend_tell {__version__}",
+    }
+
+
+def merge_shards(images_csv: str | Path, shards: list[str | Path], out: str | Path) -> Path:
+    """One features file from shard files that together cover every image of ``images_csv`` once.
+
+    Only complete shards (every image encoded) of the same image list and settings are merged; the
+    result holds the same data and attributes as a single extraction.
+    """
+    rows = read_images_csv(images_csv)
+    pieces = []
+    for path in shards:
+        with h5py.File(path, "r") as f:
+            a = dict(f.attrs)
+            if int(a.get("n_done", -1)) != f["features"].shape[0]:
+                raise SatError(f"{path} is incomplete ({a.get('n_done')} of {f['features'].shape[0]} images): "
+                               "rerun its extraction before merging")
+            pieces.append((tuple(int(x) for x in a["shard_rows"]), Path(path), a))
+    pieces.sort(key=lambda piece: piece[0])
+    first = pieces[0][2]
+    for (lo, hi), path, a in pieces:
+        differs = [k for k in RESUME_KEYS if k not in ("n_images", "shard_rows") and not _same(a.get(k), first[k])]
+        if differs:
+            raise SatError(f"{path} was extracted with other settings than {pieces[0][1]}: {', '.join(differs)}")
+    if not _same(first["images_sha256"], _images_sha256(rows)):
+        raise SatError(f"the shards were extracted from another image list than {images_csv}")
+    ends = [0] + [hi for (_, hi), _, _ in pieces]
+    if [lo for (lo, _), _, _ in pieces] != ends[:-1] or ends[-1] != len(rows):
+        covered = ", ".join(f"{lo}-{hi}" for (lo, hi), _, _ in pieces)
+        raise SatError(f"the shards cover images {covered}, not 0-{len(rows)} once each")
+    attrs = {k: v for k, v in first.items() if k != "n_done"} | {"n_images": len(rows), "shard_rows": [0, len(rows)]}
+    with atomic_output(out) as tmp, h5py.File(tmp, "w") as f:
+        _create(f, rows, attrs, int(np.prod(first["grid"])), int(first["dim"]))
+        for (lo, hi), path, _ in pieces:
+            with h5py.File(path, "r") as shard:
+                for start in range(lo, hi, 1024):
+                    stop = min(hi, start + 1024)
+                    f["features"][start:stop] = shard["features"][start - lo : stop - lo]
+        f.attrs["n_done"] = len(rows)
+    LOG.info("merged %d shards into %s (%d images)", len(pieces), out, len(rows))
+    return Path(out)
 
 
 def _encode_into(
