@@ -19,7 +19,7 @@ import torch
 
 from show_attend_tell.data import Features
 from show_attend_tell.decode import beam_search
-from show_attend_tell.features import resolve_device
+from show_attend_tell.devices import resolve_device
 from show_attend_tell.model import Captioner, ModelConfig, load_model
 from show_attend_tell.text import SPECIALS
 

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from show_attend_tell import encoders, features
+from show_attend_tell.devices import resolve_device
 
 
 def make_images(folder: Path, n: int, size: tuple[int, int], seed: int) -> list[Path]:
@@ -120,7 +121,7 @@ def main() -> None:
     if not args.images and args.num_images < (args.warmup + 2) * args.batch_size:
         p.error("--num-images must cover the warm-up batches and two more")
 
-    device = features.resolve_device(args.device)
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     bare, loop, wall = [], [], []

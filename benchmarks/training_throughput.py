@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from show_attend_tell import objectives
-from show_attend_tell.features import resolve_device
+from show_attend_tell.devices import resolve_device
 from show_attend_tell.model import Captioner, ModelConfig
 
 

@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
@@ -10,3 +12,30 @@ REPO = TESTS.parent
 # Real Flickr8k photos and captions in the real archive layout; present in CI, absent in a user's clone.
 FLICKR8K_SAMPLE = REPO.parent / "shared" / "data" / "flickr8k_sample"
 from http_server import range_server_factory  # noqa: F401,E402
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Stages set torch's thread count process-wide; a test must not change another's numerics."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def stages(tmp_path_factory):
+    """The real data stages on a tiny demo set: 30 train, 6 val, 6 test images at 64 px (a 4x4 grid)."""
+    root = tmp_path_factory.mktemp("stages")
+    from show_attend_tell import demo, features, prepare, text
+
+    demo.generate(root / "demo", 30, 6, 6, image_size=96, seed=3, progress=False)
+    prepare.prepare(root / "demo" / "dataset_demo.json", [root / "demo"], root / "captions.csv",
+                    root / "images.csv", progress=False)
+    text.build_vocab(root / "captions.csv", root / "vocab.csv", 10000)
+    text.encode(root / "captions.csv", root / "vocab.csv", root / "captions.h5")
+    text.length_dictionary(root / "captions.h5", root / "lengths.json")
+    features.extract(root / "images.csv", root / "features.h5", encoder="efficientnet_lite0", layer="blocks.4",
+                     image_size=64, batch_size=16, workers=0, progress=False)
+    return root

@@ -17,6 +17,7 @@ from PIL import Image
 
 from show_attend_tell import __version__, encoders, features
 from show_attend_tell.atomic import partial_path
+from show_attend_tell.devices import resolve_device
 from show_attend_tell.errors import SatError
 
 ENCODER, LAYER, SIZE = "efficientnet_lite0", "blocks.4", 64
@@ -235,7 +236,15 @@ def test_unknown_encoder_or_layer_names_the_choices(images_csv, tmp_path):
 def test_cuda_requested_without_cuda_is_a_sat_error(images_csv, tmp_path):
     with pytest.raises(SatError, match="CUDA is not available"):
         run(images_csv, tmp_path / "f.h5", device="cuda")
-    assert features.resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_job_declared_to_have_a_gpu_that_sees_none_stops_with_a_clear_message(images_csv, tmp_path):
+    with pytest.raises(SatError, match=r"declared to have 1 GPU\(s\) \(resource gpu=1\) but 0 are visible on "):
+        run(images_csv, tmp_path / "f.h5", declared_gpus=1)
+    assert list(tmp_path.glob("f.h5*")) == []
+    assert resolve_device("cpu", declared_gpus=1) == torch.device("cpu"), "device cpu is a deliberate choice"
 
 
 def test_images_csv_must_list_indices_in_order(tmp_path):

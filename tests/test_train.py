@@ -12,28 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
-from show_attend_tell import data, demo, features, prepare, text, train
+from show_attend_tell import data, features, text, train
+from show_attend_tell.distributed import World
 from show_attend_tell.errors import SatError
 from show_attend_tell.model import load_model
 
 TINY = dict(embed_dim=16, hidden_dim=24, attention_dim=12, dropout=0.2, batch_size=16, max_epochs=2,
             learning_rate=0.003, max_decode_length=12)
 TIMING = ["tokens_per_s", "train_seconds", "val_seconds"]
-
-
-@pytest.fixture(scope="module")
-def stages(tmp_path_factory):
-    """The real data stages on a tiny demo set: 30 train, 6 val, 6 test images at 64 px (a 4x4 grid)."""
-    root = tmp_path_factory.mktemp("stages")
-    demo.generate(root / "demo", 30, 6, 6, image_size=96, seed=3, progress=False)
-    prepare.prepare(root / "demo" / "dataset_demo.json", [root / "demo"], root / "captions.csv",
-                    root / "images.csv", progress=False)
-    text.build_vocab(root / "captions.csv", root / "vocab.csv", 10000)
-    text.encode(root / "captions.csv", root / "vocab.csv", root / "captions.h5")
-    text.length_dictionary(root / "captions.h5", root / "lengths.json")
-    features.extract(root / "images.csv", root / "features.h5", encoder="efficientnet_lite0", layer="blocks.4",
-                     image_size=64, batch_size=16, workers=0, progress=False)
-    return root
 
 
 def run(stages, out, features_h5=None, seed=0, **settings):
@@ -87,7 +73,7 @@ def test_training_writes_the_selected_model_its_log_and_curves(stages, tmp_path)
     store = data.Features(stages / "features.h5")
     refs = data.references(stages / "captions.csv", "val")
     settings = train.Settings.from_config(TINY)
-    assert train.validate(model, store, refs, document["vocab"], settings, torch.device("cpu")) == pytest.approx(
+    assert train.validate(model, store, refs, document["vocab"], settings, World()) == pytest.approx(
         best["val_bleu4"])
 
 
@@ -103,7 +89,7 @@ def test_same_seed_same_model_other_seed_other_model(stages, tmp_path):
 
 def sigterm_at_batch(monkeypatch, batch):
     """The process receives SIGTERM (as from a cluster pre-empting the job) during training batch ``batch``."""
-    step, calls = train._train_step, []
+    step, calls = train.backward, []
 
     def step_then_signal(*args, **kwargs):
         calls.append(1)
@@ -111,7 +97,7 @@ def sigterm_at_batch(monkeypatch, batch):
             os.kill(os.getpid(), signal.SIGTERM)
         return step(*args, **kwargs)
 
-    monkeypatch.setattr(train, "_train_step", step_then_signal)
+    monkeypatch.setattr(train, "backward", step_then_signal)
 
 
 @pytest.mark.parametrize("attention", ["soft", "hard"])
@@ -120,7 +106,7 @@ def test_a_job_stopped_by_sigterm_resumes_to_the_same_model(stages, tmp_path, mo
     out = tmp_path / "resumed"
     with monkeypatch.context() as m:
         sigterm_at_batch(m, 3)
-        with pytest.raises(SatError, match="stopped by signal SIGTERM in epoch 1; checkpoint saved"):
+        with pytest.raises(SatError, match="stopped by SIGTERM in epoch 1; checkpoint saved"):
             run(stages, out, attention=attention)
     assert (out / "checkpoint.pt").exists() and not (out / "model.pt").exists()
     run(stages, out, attention=attention)
@@ -132,7 +118,7 @@ def test_a_job_stopped_by_sigterm_resumes_to_the_same_model(stages, tmp_path, mo
 def test_a_checkpoint_of_other_settings_is_refused_naming_them(stages, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         sigterm_at_batch(m, 2)
-        with pytest.raises(SatError, match="stopped by signal"):
+        with pytest.raises(SatError, match="stopped by SIGTERM"):
             run(stages, tmp_path)
     with pytest.raises(SatError, match=r"other settings or data:\n  settings.hidden_dim \(24 then, 32 now\)"):
         run(stages, tmp_path, hidden_dim=32)

@@ -40,6 +40,15 @@ def digests(root, paths):
     return {p: hashlib.md5((root / p).read_bytes()).hexdigest() for p in paths}
 
 
+def assert_same_features(a, b):
+    """Two features files hold the same data and attributes (their HDF5 layout may differ)."""
+    with h5py.File(a) as one, h5py.File(b) as two:
+        assert set(one) == set(two)
+        for name in one:
+            assert np.array_equal(one[name][:], two[name][:]), name
+        assert {k: str(v) for k, v in one.attrs.items()} == {k: str(v) for k, v in two.attrs.items()}
+
+
 def check_data_stages(results, dataset):
     """The artifacts of one dataset agree with each other row by row."""
     captions = pd.read_csv(results / dataset / "captions.csv", keep_default_na=False)
@@ -114,6 +123,29 @@ def test_an_invalid_config_stops_the_run_naming_the_key(tmp_path):
     result = snakemake(tmp_path, "-n", config={"demo": {"train": -5}}, check=False)
     assert result.returncode != 0
     assert "demo.train: -5 is less than the minimum of 1" in result.stdout + result.stderr
+
+
+def test_features_in_shards_merge_into_what_one_job_writes(tmp_path):
+    target = "results/demo/features/efficientnet_lite0.h5"
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    for workdir, shards in ((single, 1), (sharded, 3)):
+        workdir.mkdir()
+        config = {**TINY_DEMO, "datasets": {"demo": {**TINY_DEMO["datasets"]["demo"],
+                                                     "features": {"batch_size": 8, "workers": 1, "shards": shards}}}}
+        result = snakemake(workdir, target, config=config)
+    out = result.stdout + result.stderr
+    assert out.count("rule features_shard:") == 3 and "rule merge_features:" in out
+    assert_same_features(single / target, sharded / target)
+    assert not list((sharded / "results" / "demo" / "features" / "shards").glob("*.h5")), "shards are temporary"
+    logs = sorted(p.name for p in (sharded / "results" / "logs" / "demo").glob("features_*-of-3.log"))
+    assert logs == [f"features_efficientnet_lite0.{k}-of-3.log" for k in range(3)]
+
+
+def test_train_processes_run_the_train_rule_as_ddp_processes_under_torchrun(tmp_path):
+    snakemake(tmp_path, "results/demo/soft/model.pt", config={**TINY_DEMO, "train_processes": 2})
+    log = (tmp_path / "results" / "logs" / "demo" / "train_soft.log").read_text()
+    assert "torch.distributed.run --standalone --nproc_per_node=2" in log and "x 2 processes" in log
+    assert len(pd.read_csv(tmp_path / "results" / "demo" / "soft" / "train_log.csv")) == TINY_TRAIN["max_epochs"]
 
 
 def test_workflow_lint_is_clean():

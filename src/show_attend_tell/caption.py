@@ -17,7 +17,8 @@ import torch
 from . import encoders
 from .decode import beam_search
 from .errors import SatError
-from .features import RANDOM_WEIGHTS, encode_batch, load_image, prepare_encoder, resolve_device
+from .devices import resolve_device
+from .features import RANDOM_WEIGHTS, encode_batch, load_image, prepare_encoder
 from .figures import attention_figure
 from .model import Captioner, load_model
 

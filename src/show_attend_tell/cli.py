@@ -63,13 +63,16 @@ def _features(a: argparse.Namespace) -> None:
 
     extract(a.images_csv, a.out, encoder=a.encoder, layer=a.layer, image_size=a.image_size,
             batch_size=a.batch_size, workers=a.workers, threads=a.threads, device=a.device,
-            pretrained=a.pretrained, progress=a.progress, shard=a.shard)
+            pretrained=a.pretrained, progress=a.progress, shard=a.shard, declared_gpus=a.gpus)
 
 
 def _merge_features(a: argparse.Namespace) -> None:
     from .features import merge_shards
 
     merge_shards(a.images_csv, a.shards, a.out)
+
+
+GPUS_HELP = "GPUs the job was given by its scheduler (the rule's gpu resource): fewer visible is an error"
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -82,12 +85,15 @@ def _shard(value: str) -> tuple[int, int]:
 
 
 def _train(a: argparse.Namespace) -> None:
+    from .distributed import exec_torchrun, launched_by_torchrun
     from .train import Settings, train
 
+    if a.processes > 1 and not launched_by_torchrun():
+        exec_torchrun(a.processes, a.argv)
     train(a.captions_h5, a.vocab_csv, a.captions_csv, a.lengths_json, a.features_h5, model_out=a.model,
           log_csv=a.log_csv, curves_png=a.curves, checkpoint=a.checkpoint,
-          settings=Settings.from_config(json.loads(a.settings)), seed=a.seed, device=a.device, threads=a.threads,
-          progress=a.progress)
+          settings=Settings.from_config(json.loads(a.settings)), seed=a.seed, device=a.device,
+          declared_gpus=a.gpus, threads=a.threads, progress=a.progress)
 
 
 def _decode(a: argparse.Namespace) -> None:
@@ -207,6 +213,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--random-weights", dest="pretrained", action="store_false",
                    help="random encoder weights (tests only)")
+    s.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
     s.add_argument("--shard", type=_shard, default=None, metavar="K/N",
                    help="encode only the K-th of N equal ranges of images (separate jobs; then merge-features)")
 
@@ -227,8 +234,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--curves", required=True, help="output: learning curves (.png)")
     s.add_argument("--checkpoint", required=True, help="where to keep the resumable state (not an output)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--threads", type=int, default=None, help="CPU threads, shared among the processes")
     s.add_argument("--device", default="auto")
+    s.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
+    s.add_argument("--processes", type=int, default=1,
+                   help="data-parallel training processes (one per GPU; gloo on the CPU): >1 relaunches under torchrun")
 
     s = command("decode", _decode, "caption a split's images by batched beam search: COCO results JSON + attention")
     s.add_argument("model")
@@ -281,6 +291,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

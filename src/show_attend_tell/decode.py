@@ -20,7 +20,8 @@ import torch
 from .atomic import atomic_output
 from .data import Features, check_features
 from .errors import SatError
-from .features import read_images_csv, resolve_device
+from .devices import resolve_device
+from .features import read_images_csv
 from .model import Captioner, Context, load_model
 from .progress import progress_bar
 from .text import END, PAD, START, UNK

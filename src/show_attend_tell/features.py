@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from . import __version__, encoders
 from .atomic import atomic_output
+from .devices import resolve_device
 from .errors import SatError
 
 LOG = logging.getLogger(__name__)
@@ -84,19 +85,6 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return load_image(self.paths[i], self.image_size)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` is cuda when present, else cpu; a requested device that is not there is a SatError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as e:
-        raise SatError(f"unknown device {device!r}; use auto, cpu or cuda") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SatError(f"device {device!r} requested but CUDA is not available here; use --device auto or cpu")
-    return dev
 
 
 def prepare_encoder(name: str, layer: str | None, pretrained: bool, device: torch.device) -> nn.Module:
@@ -220,6 +208,7 @@ def extract(
     pretrained: bool = True,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    declared_gpus: int = 0,
 ) -> Path:
     """Write the annotation vectors of every image in ``images_csv`` to the HDF5 file ``out``.
 
@@ -230,7 +219,7 @@ def extract(
     ``out.partial``; the next run with the same settings continues it.
     """
     _, layer = encoders.spec(encoder, layer)
-    dev = resolve_device(device)
+    dev = resolve_device(device, declared_gpus)
     if threads:
         torch.set_num_threads(threads)
     rows = read_images_csv(images_csv)

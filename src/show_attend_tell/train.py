@@ -7,6 +7,9 @@ with BLEU-4; the best epoch is kept and training stops when ``patience`` epochs 
 asked to stop (SIGTERM, as a cluster does before pre-empting; Ctrl-C): it lives outside the rule's
 outputs, which Snakemake deletes before a job starts, and the next run continues from it, giving
 the same model as an uninterrupted run.
+
+Under torchrun the processes split every minibatch between them (DDP; see ``distributed``), so a
+checkpoint holds no trace of how many there were and may be continued by any number of processes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -25,13 +29,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from . import objectives
 from .atomic import atomic_output, remove
-from .data import FEATURE_KEYS, Captions, Features, length_batches, read_encoded, read_length_dictionary, references, teacher_batch
+from .data import (
+    FEATURE_KEYS,
+    Captions,
+    Features,
+    length_batches,
+    read_encoded,
+    read_length_dictionary,
+    references,
+    teacher_batch,
+)
 from .decode import beam_search
+from .distributed import World, join, leave
 from .errors import SatError
-from .features import resolve_device
 from .model import MODEL_FORMAT, Captioner, ModelConfig
 from .progress import progress_bar
 
@@ -154,52 +168,50 @@ def bleu4(hypotheses: dict[int, str], refs: dict[int, list[str]]) -> float:
 
 
 def validate(model: Captioner, features: Features, refs: dict[int, list[str]], vocab: list[str],
-             settings: Settings, device: torch.device) -> float:
-    """Validation BLEU-4 of real greedy decoding (never teacher-forced argmax)."""
+             settings: Settings, world: World) -> float:
+    """Validation BLEU-4 of real greedy decoding (never teacher-forced argmax), the images shared among processes."""
     model.eval()
-    images = np.array(sorted(refs)[: settings.val_images], dtype=np.int64)
+    images = np.array(sorted(refs)[: settings.val_images], dtype=np.int64)[world.rank :: world.size]
     hypotheses = {}
     for start in range(0, len(images), settings.decode_batch_size):
         batch = images[start : start + settings.decode_batch_size]
-        with _autocast(device, settings.amp):
-            decoded = beam_search(model, features[batch].to(device).float(), vocab, beam_size=settings.val_beam_size,
-                                  max_length=settings.max_decode_length)
+        with _autocast(world.device, settings.amp):
+            decoded = beam_search(model, features[batch].to(world.device).float(), vocab,
+                                  beam_size=settings.val_beam_size, max_length=settings.max_decode_length)
         hypotheses.update({int(i): " ".join(vocab[w] for w in ws) for i, ws in zip(batch, decoded.tokens)})
     model.train()
-    return bleu4(hypotheses, refs)
+    return bleu4(world.merge(hypotheses), refs)
 
 
 def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
 
 
-def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+def seed_step(seed: int, epoch: int, step: int, rank: int) -> None:
+    """Seed the step's randomness (dropout, hard attention's samples) from where it is, not from what came before.
 
-
-def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+    A resumed run, with any number of processes, thus draws what an uninterrupted one would; each
+    process draws its own.
+    """
+    torch.manual_seed(int(np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1)[0]))
 
 
 def _save_checkpoint(path: Path, fp: dict, model: Captioner, optimizer: torch.optim.Optimizer,
-                     progress: Progress, device: torch.device) -> None:
-    state = {"fingerprint": fp, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "progress": vars(progress), "rng": _rng_state(device)}
-    with atomic_output(path) as tmp:
-        torch.save(state, tmp)
+                     progress: Progress, world: World) -> None:
+    """Rank 0 writes (every process holds the same weights and optimizer state); the others wait for it."""
+    if world.main:
+        state = {"fingerprint": fp, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "progress": vars(progress)}
+        with atomic_output(path) as tmp:
+            torch.save(state, tmp)
+    world.barrier()
 
 
-def _load_checkpoint(path: Path, fp: dict, model: Captioner, optimizer: torch.optim.Optimizer,
-                     device: torch.device) -> Progress:
+def _load_checkpoint(path: Path, fp: dict, model: Captioner, optimizer: torch.optim.Optimizer) -> Progress:
     try:
-        # On the CPU: RNG states must be CPU tensors; the model and optimizer copy to their device when loaded.
+        # On the CPU; the model and optimizer copy to their device when loaded.
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file means the same thing
+    except Exception as e:
         raise SatError(f"cannot read the checkpoint {path} ({e}); delete it to train from the start") from e
     changed = _differences(state["fingerprint"], fp)
     if changed:
@@ -210,7 +222,6 @@ def _load_checkpoint(path: Path, fp: dict, model: Captioner, optimizer: torch.op
         )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    _set_rng_state(state["rng"], device)
     progress = Progress(**state["progress"])
     log.info("resuming from %s: epoch %d, batch %d", path, progress.epoch + 1, progress.step)
     return progress
@@ -230,14 +241,29 @@ def train(
     settings: Settings,
     seed: int = 0,
     device: str = "auto",
+    declared_gpus: int = 0,
     threads: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Train, select the best epoch on validation BLEU-4, and write the model, its log and its curves."""
-    dev = resolve_device(device)
+    """Train, select the best epoch on validation BLEU-4, and write the model, its log and its curves.
+
+    Run by torchrun, every process calls this; rank 0 alone logs and writes. ``threads`` are shared
+    among the processes of a node.
+    """
+    world = join(device, declared_gpus)
+    try:
+        return _train(captions_h5, vocab_csv, captions_csv, lengths_json, features_h5, model_out, log_csv, curves_png,
+                      Path(checkpoint), settings, seed, world, threads, progress and world.main)
+    finally:
+        leave(world)
+
+
+def _train(captions_h5: str | Path, vocab_csv: str | Path, captions_csv: str | Path, lengths_json: str | Path,
+           features_h5: str | Path, model_out: str | Path, log_csv: str | Path, curves_png: str | Path,
+           checkpoint: Path, settings: Settings, seed: int, world: World, threads: int | None,
+           progress: bool) -> pd.DataFrame:
     if threads:
-        torch.set_num_threads(threads)
-    checkpoint = Path(checkpoint)
+        torch.set_num_threads(max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", world.size))))
     captions = read_encoded(captions_h5, vocab_csv)
     features = Features(features_h5, settings.features_memory_gb)
     features.check_images(captions)
@@ -248,105 +274,150 @@ def train(
 
     torch.manual_seed(seed)
     config = settings.model_config(len(captions.vocab), features.num_locations, features.feature_dim)
-    model = Captioner(config).to(dev)
+    model = Captioner(config).to(world.device)
+    net = data_parallel(model, world)
     optimizer = _make_optimizer(settings, model.parameters())
     fp = fingerprint(settings, seed, features, captions)
-    state = _load_checkpoint(checkpoint, fp, model, optimizer, dev) if checkpoint.exists() else Progress()
-    log.info("%s attention captioner, %.1fM parameters, on %s; features %s (L=%d, D=%d)", settings.attention,
-             sum(p.numel() for p in model.parameters()) / 1e6, dev, features.path, config.num_locations,
+    state = _load_checkpoint(checkpoint, fp, model, optimizer) if checkpoint.exists() else Progress()
+    log.info("%s attention captioner, %.1fM parameters, on %s%s; features %s (L=%d, D=%d)", settings.attention,
+             sum(p.numel() for p in model.parameters()) / 1e6, world.device,
+             f" x {world.size} processes" if world.size > 1 else "", features.path, config.num_locations,
              config.feature_dim)
 
     with StopRequested().installed() as stop:
         while state.epoch < settings.max_epochs and not _patience_spent(state, settings):
-            _train_epoch(model, optimizer, captions, features, by_length, settings, seed, state, dev, stop, progress)
-            if stop.signal is not None:
-                _save_checkpoint(checkpoint, fp, model, optimizer, state, dev)
-                raise SatError(f"stopped by signal {signal.Signals(stop.signal).name} in epoch {state.epoch + 1}; "
+            stopped = _train_epoch(net, optimizer, captions, features, by_length, settings, seed, state, world, stop,
+                                   progress)
+            if stopped:
+                _save_checkpoint(checkpoint, fp, model, optimizer, state, world)
+                name = signal.Signals(stop.signal).name if stop.signal is not None else "a signal to another process"
+                raise SatError(f"stopped by {name} in epoch {state.epoch + 1}; "
                                f"checkpoint saved to {checkpoint}: run again to continue")
-            _end_epoch(model, features, refs, captions.vocab, settings, state, dev)
-            _save_checkpoint(checkpoint, fp, model, optimizer, state, dev)
+            _end_epoch(model, features, refs, captions.vocab, settings, state, world)
+            _save_checkpoint(checkpoint, fp, model, optimizer, state, world)
     features.close()
 
     table = pd.DataFrame(state.rows, columns=list(LOG_COLUMNS))
-    _write_model(model_out, config, state, captions.vocab, features, settings, seed)
-    with atomic_output(log_csv) as tmp:
-        table.to_csv(tmp, index=False)
-    plot_curves(table, curves_png, title=f"{settings.attention} attention")
-    remove(checkpoint)  # done: a later run (say with other settings) starts afresh
+    if world.main:
+        _write_model(model_out, config, state, captions.vocab, features, settings, seed)
+        with atomic_output(log_csv) as tmp:
+            table.to_csv(tmp, index=False)
+        plot_curves(table, curves_png, title=f"{settings.attention} attention")
+        remove(checkpoint)  # done: a later run (say with other settings) starts afresh
+    world.barrier()
     log.info("best epoch %d: validation BLEU-4 %.4f", state.best_epoch + 1, state.best_bleu4)
     return table
+
+
+def data_parallel(model: Captioner, world: World) -> torch.nn.Module:
+    """``model`` wrapped to average its gradients over the processes (itself in a single process)."""
+    if world.size == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=[world.device.index] if world.device.type == "cuda" else None,
+                                   broadcast_buffers=False)
 
 
 def _patience_spent(state: Progress, settings: Settings) -> bool:
     return state.best_epoch >= 0 and state.epoch - 1 - state.best_epoch >= settings.patience
 
 
-def _train_epoch(model: Captioner, optimizer: torch.optim.Optimizer, captions: Captions, features: Features,
+def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, captions: Captions, features: Features,
                  by_length: dict[int, np.ndarray], settings: Settings, seed: int, state: Progress,
-                 device: torch.device, stop: StopRequested, progress: bool) -> None:
-    """The batches of epoch ``state.epoch`` from ``state.step`` on, accumulating its statistics in ``state.sums``."""
+                 world: World, stop: StopRequested, progress: bool) -> bool:
+    """The batches of epoch ``state.epoch`` from ``state.step`` on, accumulating its statistics in ``state.sums``.
+
+    True when a process was asked to stop: all stop after the same batch.
+    """
     lr = settings.learning_rate * settings.lr_decay**state.epoch
     for group in optimizer.param_groups:
         group["lr"] = lr
     batches = length_batches(by_length, settings.batch_size, seed, state.epoch)
     sums = state.sums or dict.fromkeys(("nll", "reg", "entropy", "captions", "words", "seconds"), 0.0)
-    model.train()
+    net.train()
     bar = progress_bar(total=len(batches), initial=state.step, desc=f"epoch {state.epoch + 1}", unit="batch",
                        enabled=progress)
     with bar:
         for rows in batches[state.step :]:
             t0 = time.perf_counter()
-            terms, words = _train_step(model, optimizer, captions, features, rows, settings, state, device)
-            n = len(rows)
-            for key, value in (("nll", terms.nll), ("reg", terms.attention), ("entropy", terms.entropy)):
-                sums[key] += float(value) * n
-            sums["captions"] += n
-            sums["words"] += words
+            seed_step(seed, state.epoch, state.step, world.rank)
+            optimizer.zero_grad(set_to_none=True)
+            step = backward(net, captions, features, rows, settings, state.baseline, world, stop.signal is not None)
+            if not math.isfinite(step.loss):
+                raise SatError(f"the loss became {step.loss} in epoch {state.epoch + 1}, batch {state.step + 1} "
+                               f"(captions of {step.words // step.captions - 1} words); lower train.learning_rate "
+                               "or set train.clip_norm. The checkpoint of the last completed epoch is kept.")
+            if settings.clip_norm:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), settings.clip_norm)
+            optimizer.step()
+            if settings.attention == "hard":
+                d, mean = settings.baseline_decay, step.log_likelihood / step.captions
+                state.baseline = mean if state.baseline is None else d * state.baseline + (1 - d) * mean
+            for key, value in (("nll", step.nll), ("reg", step.attention), ("entropy", step.entropy),
+                               ("captions", step.captions), ("words", step.words)):
+                sums[key] += value
             sums["seconds"] += time.perf_counter() - t0
             state.step += 1
             state.sums = sums
             bar.update()
             bar.set_postfix(nll_per_word=f"{sums['nll'] / sums['words']:.3f}", refresh=False)
-            if stop.signal is not None:
-                return
+            if step.stop:
+                return True
+    return False
 
 
-def _train_step(model: Captioner, optimizer: torch.optim.Optimizer, captions: Captions, features: Features,
-                rows: np.ndarray, settings: Settings, state: Progress,
-                device: torch.device) -> tuple[objectives.Terms, int]:
-    inputs, targets, mask = (t.to(device, non_blocking=True) for t in teacher_batch(captions, rows))
-    feats = features[captions.image_index[rows]].to(device, non_blocking=True).float()
+@dataclass(frozen=True)
+class Step:
+    """One minibatch's sums over every process: the terms summed over its captions (not averaged)."""
+
+    loss: float  # the global batch's mean loss
+    nll: float
+    attention: float
+    entropy: float
+    log_likelihood: float
+    captions: int
+    words: int
+    stop: bool  # some process was asked to stop
+
+
+def backward(net: torch.nn.Module, captions: Captions, features: Features, rows: np.ndarray, settings: Settings,
+             baseline: float | None, world: World, stop: bool = False) -> Step:
+    """Gradients of the mean loss over the global minibatch ``rows``, of which this process computes its share.
+
+    Hard attention's baseline None (the first batch) is the global batch's mean log-likelihood.
+    """
+    mine, weight = world.share(rows)
+    device = world.device
+    inputs, targets, mask = (t.to(device, non_blocking=True) for t in teacher_batch(captions, mine))
+    feats = features[captions.image_index[mine]].to(device, non_blocking=True).float()
     hard = settings.attention == "hard"
-    sample_rows = (torch.rand(len(rows)) >= settings.semi_sampling_p).to(device) if hard else None
+    sample_rows = (torch.rand(len(mine)) >= settings.semi_sampling_p).to(device) if hard else None
     with _autocast(device, settings.amp):
-        out = model(feats, inputs, sample_rows=sample_rows)
+        out = net(feats, inputs, sample_rows=sample_rows)
+    real = float(weight > 0)  # 0: this process only joins the reduction
     if hard:
-        terms = objectives.hard_objective(out, targets, mask, baseline=state.baseline, lambda_r=settings.lambda_r,
+        if baseline is None:
+            ll = objectives.word_log_likelihood(out.logits, targets, mask)
+            total, count = world.sum([float(ll.detach().sum()) * real, len(mine) * real])
+            baseline = total / count
+        terms = objectives.hard_objective(out, targets, mask, baseline=baseline, lambda_r=settings.lambda_r,
                                           lambda_e=settings.lambda_e, alpha_c=settings.alpha_c)
     else:
         terms = objectives.soft_objective(out, targets, mask, settings.alpha_c)
-    loss = float(terms.loss.detach())
-    if not math.isfinite(loss):
-        raise SatError(f"the loss became {loss} in epoch {state.epoch + 1}, batch {state.step + 1} (captions of "
-                       f"{int(mask.sum(1).max()) - 1} words); lower train.learning_rate or set train.clip_norm. "
-                       "The checkpoint of the last completed epoch is kept.")
-    optimizer.zero_grad(set_to_none=True)
-    terms.loss.backward()
-    if settings.clip_norm:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
-    optimizer.step()
-    if hard:
-        d = settings.baseline_decay
-        mean = float(terms.log_likelihoods.mean())
-        state.baseline = mean if state.baseline is None else d * state.baseline + (1 - d) * mean
-    return terms, int(mask.sum())
+    n = len(mine) * real
+    loss, nll, attention, entropy, ll_sum, n_all, words, stops = world.sum([
+        float(terms.loss.detach()) * weight / world.size, float(terms.nll) * n, float(terms.attention) * n,
+        float(terms.entropy) * n, float(terms.log_likelihoods.sum()) * real, n, float(mask.sum()) * real, float(stop),
+    ])
+    if math.isfinite(loss):
+        (terms.loss * weight).backward()
+    return Step(loss, nll, attention, entropy, ll_sum, int(n_all), int(words), stops > 0)
 
 
 def _end_epoch(model: Captioner, features: Features, refs: dict[int, list[str]], vocab: list[str],
-               settings: Settings, state: Progress, device: torch.device) -> None:
+               settings: Settings, state: Progress, world: World) -> None:
     """Score the epoch on validation, keep the best weights, append the log row, move to the next epoch."""
     t0 = time.perf_counter()
-    score = validate(model, features, refs, vocab, settings, device)
+    score = validate(model, features, refs, vocab, settings, world)
     best = score > state.best_bleu4
     if best:
         state.best_bleu4, state.best_epoch = score, state.epoch

@@ -95,8 +95,29 @@ def features_settings(wildcards) -> dict:
     return settings
 
 
+def datasets_with_shards(at_least: int) -> str:
+    """Wildcard pattern of the datasets whose features come in 1 (``at_least=1``) or several shards (``2``)."""
+    names = [n for n, ds in DATASETS.items() if (ds["features"]["shards"] >= 2) == (at_least >= 2)]
+    return "|".join(names) or "(?!)"  # (?!) matches nothing
+
+
+def feature_shards(wildcards) -> list[str]:
+    n = DATASETS[wildcards.dataset]["features"]["shards"]
+    folder = f"{RESULTS}/{wildcards.dataset}/features/shards"
+    return [f"{folder}/{wildcards.encoder}.{k}-of-{n}.h5" for k in range(n)]
+
+
+def random_weights_option(wildcards) -> str:
+    return "" if DATASETS[wildcards.dataset]["features"]["pretrained"] else "--random-weights"
+
+
 def features_path(dataset: str) -> str:
     return f"{RESULTS}/{dataset}/features/{DATASETS[dataset]['features']['encoder']}.h5"
+
+
+def training_processes(wildcards, resources) -> int:
+    """Data-parallel training processes: `train_processes`, or one per GPU the job was given."""
+    return config["train_processes"] or max(1, int(resources.gpu))
 
 
 def model_settings(wildcards) -> str:

@@ -1,4 +1,11 @@
 # CNN annotation vectors: one (L, D) float16 matrix per image, in images.csv order.
+# A dataset with `features.shards: N` > 1 is encoded as N jobs over ranges of images, then merged.
+
+FEATURES_COMMAND = (
+    "sat features {input.images} {output} --encoder {wildcards.encoder} --layer {params.f[layer]}"
+    " --image-size {params.f[image_size]} --batch-size {params.f[batch_size]} --workers {params.f[workers]}"
+    " --threads {threads} --device {params.device} --gpus {resources.gpu} {params.random}"
+)
 
 
 rule features:
@@ -8,9 +15,11 @@ rule features:
         sources=image_sources,
     output:
         f"{RESULTS}/{{dataset}}/features/{{encoder}}.h5",
+    wildcard_constraints:
+        dataset=datasets_with_shards(1),
     params:
         f=features_settings,
-        random=lambda wc: "" if DATASETS[wc.dataset]["features"]["pretrained"] else "--random-weights",
+        random=random_weights_option,
         device=config["device"],
     log:
         f"{RESULTS}/logs/{{dataset}}/features_{{encoder}}.log",
@@ -24,6 +33,50 @@ rule features:
     conda:
         ENV
     shell:
-        "sat features {input.images} {output} --encoder {wildcards.encoder} --layer {params.f[layer]}"
-        " --image-size {params.f[image_size]} --batch-size {params.f[batch_size]} --workers {params.f[workers]}"
-        " --threads {threads} --device {params.device} {params.random} > {log} 2>&1"
+        f"{FEATURES_COMMAND} > {{log}} 2>&1"
+
+
+rule features_shard:
+    """Encode the k-th (from 0) of n ranges of images, split at batch boundaries; deleted once merged."""
+    input:
+        images=f"{RESULTS}/{{dataset}}/images.csv",
+        sources=image_sources,
+    output:
+        temp(f"{RESULTS}/{{dataset}}/features/shards/{{encoder}}.{{k}}-of-{{n}}.h5"),
+    wildcard_constraints:
+        k=r"\d+",
+        n=r"\d+",
+    params:
+        f=features_settings,
+        random=random_weights_option,
+        device=config["device"],
+    log:
+        f"{RESULTS}/logs/{{dataset}}/features_{{encoder}}.{{k}}-of-{{n}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/features_{{encoder}}.{{k}}-of-{{n}}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=720,
+        gpu=config["gpus"],
+    conda:
+        ENV
+    shell:
+        f"{FEATURES_COMMAND} --shard {{wildcards.k}}/{{wildcards.n}} > {{log}} 2>&1"
+
+
+rule merge_features:
+    """One features file from complete shards; a partial or foreign shard stops the merge."""
+    input:
+        images=f"{RESULTS}/{{dataset}}/images.csv",
+        shards=feature_shards,
+    output:
+        f"{RESULTS}/{{dataset}}/features/{{encoder}}.h5",
+    wildcard_constraints:
+        dataset=datasets_with_shards(2),
+    log:
+        f"{RESULTS}/logs/{{dataset}}/merge_features_{{encoder}}.log",
+    conda:
+        ENV
+    shell:
+        "sat merge-features {input.images} {output} {input.shards} > {log} 2>&1"

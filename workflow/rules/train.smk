@@ -2,7 +2,9 @@
 
 
 rule train:
-    """Train with length batches, select the epoch with the best validation BLEU-4; resumes from its checkpoint."""
+    """Train with length batches, select the epoch with the best validation BLEU-4; resumes from its checkpoint.
+
+    With several GPUs (resource gpu > 1) it runs one DDP process per GPU under torchrun."""
     input:
         captions=f"{RESULTS}/{{dataset}}/captions.h5",
         vocab=f"{RESULTS}/{{dataset}}/vocab.csv",
@@ -19,6 +21,7 @@ rule train:
         checkpoint=f"{RESULTS}/checkpoints/{{dataset}}/{{model}}.pt",
         seed=config["seed"],
         device=config["device"],
+        processes=training_processes,
     log:
         f"{RESULTS}/logs/{{dataset}}/train_{{model}}.log",
     benchmark:
@@ -34,4 +37,4 @@ rule train:
         "sat train {input.captions} {input.vocab} {input.table} {input.lengths} {input.features}"
         " --settings {params.settings:q} --model {output.model} --log-csv {output.log_csv} --curves {output.curves}"
         " --checkpoint {params.checkpoint} --seed {params.seed} --threads {threads} --device {params.device}"
-        " > {log} 2>&1"
+        " --gpus {resources.gpu} --processes {params.processes} > {log} 2>&1"
