@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -89,7 +90,7 @@ def _train(a: argparse.Namespace) -> None:
     from .train import Settings, train
 
     if a.processes > 1 and not launched_by_torchrun():
-        exec_torchrun(a.processes, a.argv)
+        exec_torchrun(a.processes, a.argv, a.threads)
     train(a.captions_h5, a.vocab_csv, a.captions_csv, a.lengths_json, a.features_h5, model_out=a.model,
           log_csv=a.log_csv, curves_png=a.curves, checkpoint=a.checkpoint,
           settings=Settings.from_config(json.loads(a.settings)), seed=a.seed, device=a.device,
@@ -297,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except SatError as e:
-        print(f"error: {e}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # under torchrun every process reports; say which
+        print(f"error{'' if rank == '0' else f' (process {rank})'}: {e}", file=sys.stderr)
         return 1
 
 

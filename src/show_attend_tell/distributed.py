@@ -97,7 +97,7 @@ def leave(world: World) -> None:
         dist.destroy_process_group()
 
 
-def exec_torchrun(processes: int, argv: list[str]) -> None:
+def exec_torchrun(processes: int, argv: list[str], threads: int | None) -> None:
     """Replace this process by torchrun running this command as ``processes`` training processes.
 
     torchrun then receives the scheduler's signals itself and passes them on to every process.
@@ -105,6 +105,8 @@ def exec_torchrun(processes: int, argv: list[str]) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                "-m", __package__, *argv]
     logging.getLogger(__name__).info("starting %d training processes: %s", processes, " ".join(command))
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (threads or os.cpu_count() or 1) // processes)))
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, command)
+    os.execve(sys.executable, command, env)

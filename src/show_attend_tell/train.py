@@ -313,8 +313,7 @@ def data_parallel(model: Captioner, world: World) -> torch.nn.Module:
     """``model`` wrapped to average its gradients over the processes (itself in a single process)."""
     if world.size == 1:
         return model
-    return DistributedDataParallel(model, device_ids=[world.device.index] if world.device.type == "cuda" else None,
-                                   broadcast_buffers=False)
+    return DistributedDataParallel(model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
 
 
 def _patience_spent(state: Progress, settings: Settings) -> bool:
