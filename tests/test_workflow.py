@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from conftest import FLICKR8K_SAMPLE, REPO
@@ -146,6 +147,16 @@ def test_train_processes_run_the_train_rule_as_ddp_processes_under_torchrun(tmp_
     log = (tmp_path / "results" / "logs" / "demo" / "train_soft.log").read_text()
     assert "torch.distributed.run --standalone --nproc_per_node=2" in log and "x 2 processes" in log
     assert len(pd.read_csv(tmp_path / "results" / "demo" / "soft" / "train_log.csv")) == TINY_TRAIN["max_epochs"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_job_declared_to_have_a_gpu_on_a_machine_without_one_fails_saying_so(tmp_path):
+    result = snakemake(tmp_path, "results/demo/features/efficientnet_lite0.h5", config={**TINY_DEMO, "gpus": 1},
+                       check=False)
+    assert result.returncode != 0
+    log = (tmp_path / "results" / "logs" / "demo" / "features_efficientnet_lite0.log").read_text()
+    assert "declared to have 1 GPU(s) (resource gpu=1) but 0 are visible" in log
+    assert not list((tmp_path / "results" / "demo" / "features").glob("*.h5*"))
 
 
 def test_workflow_lint_is_clean():
