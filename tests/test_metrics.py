@@ -17,7 +17,7 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from show_attend_tell.atomic import partial_path
 from show_attend_tell.errors import SatError
 from show_attend_tell.metrics import (bleu_statistics, brevity_penalty, evaluate, java_executable, java_on_path,
-                                      paper_bleu, score)
+                                      paper_bleu, score, with_full_stops)
 
 # Hand-made: image 3's hypothesis repeats "a bike" / "on a" to exercise clipping.
 REFERENCES = {
@@ -34,9 +34,12 @@ PINNED = {
     "meteor": 0.421697, "rouge_l": 0.744153, "cider": 1.943414,
     "paper_bleu_1": 0.85, "paper_bleu_2": 0.670820, "paper_bleu_3": 0.504717, "paper_bleu_4": 0.391017,
     "brevity_penalty": 0.951229, "length_ratio": 0.952381,
+    "full_stop_bleu_1": 0.869565, "full_stop_bleu_2": 0.722315, "full_stop_bleu_3": 0.535375,
+    "full_stop_bleu_4": 0.425836,
 }
 COLUMNS = ["split", "images", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider",
-           "paper_bleu_1", "paper_bleu_2", "paper_bleu_3", "paper_bleu_4", "brevity_penalty", "length_ratio"]
+           "paper_bleu_1", "paper_bleu_2", "paper_bleu_3", "paper_bleu_4", "brevity_penalty", "length_ratio",
+           "full_stop_bleu_1", "full_stop_bleu_2", "full_stop_bleu_3", "full_stop_bleu_4"]
 COCO_KEYS = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider"]
 
 
@@ -89,6 +92,14 @@ def test_paper_bleu_matches_counting_by_hand(hand_scores):
 
 def test_coco_metrics_are_pycocoevalcaps(hand_scores, coco_scores):
     assert {k: hand_scores[k] for k in COCO_KEYS} == pytest.approx(coco_scores, rel=1e-9)
+
+
+def test_full_stop_bleu_gives_each_caption_ending_in_a_full_stop_one_more_matched_unigram(hand_scores):
+    # Every reference here ends in "." and PTB tokens drop it: 17 of 20 hypothesis words match, then 20 of 23.
+    assert hand_scores["paper_bleu_1"] == pytest.approx(17 / 20)
+    assert hand_scores["full_stop_bleu_1"] == pytest.approx(20 / 23)
+    refs, hyps = with_full_stops({1: ["A dog runs.", "a dog runs"]}, {1: ["a dog runs", "a dog runs"]}, {1: "a dog"})
+    assert refs == {1: ["a dog runs .", "a dog runs"]} and hyps == {1: "a dog ."}
 
 
 def test_bleu_is_paper_bleu_times_brevity_penalty(hand_scores):

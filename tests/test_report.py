@@ -31,9 +31,10 @@ def write_attention(path, *, grid=(2, 2), image_size=64, attention="soft", capti
     return path
 
 
-def write_metrics(path, paper_bleu=(0.6, 0.4, 0.3, 0.2), meteor=0.19, bp=0.9):
+def write_metrics(path, paper_bleu=(0.6, 0.4, 0.3, 0.2), meteor=0.19, bp=0.9, full_stop=(0.63, 0.45, 0.33, 0.22)):
     row = {"split": "test", "images": 1000, "meteor": meteor, "rouge_l": 0.45, "cider": 0.55}
     row |= {f"paper_bleu_{n}": v for n, v in enumerate(paper_bleu, 1)}
+    row |= {f"full_stop_bleu_{n}": v for n, v in enumerate(full_stop or (), 1)}
     row |= {f"bleu_{n}": v * bp for n, v in enumerate(paper_bleu, 1)}
     pd.DataFrame([row]).to_csv(path, index=False)
     return path
@@ -52,7 +53,15 @@ def test_table1_puts_our_rows_beside_the_papers_on_its_scale(tmp_path):
     md = (tmp_path / "table1.md").read_text()
     assert "| flickr8k | soft | efficientnet_lite0 blocks.4 (2x2) | 3 | test (1000) | 60.0 / 67 |" in md
     assert "without the brevity penalty" in md
+    assert "| 19.0 / 18.93 | 63.0 / 22.0 | 18.0 |" in md, "BLEU-1 / 4 with a final full stop, beside METEOR"
     assert pd.read_csv(tmp_path / "table1.csv").shape[0] == 2
+
+
+def test_metrics_from_before_the_full_stop_variant_leave_its_cell_empty(tmp_path):
+    rows = [report.row("demo", "soft", write_metrics(tmp_path / "m.csv", full_stop=None), write_attention(tmp_path / "a.h5"))]
+    table = report.table1(rows, tmp_path / "t.csv", tmp_path / "t.md")
+    assert pd.isna(table.iloc[0]["bleu_1_full_stop"])
+    assert "| 19.0 |  | 18.0 |" in (tmp_path / "t.md").read_text()
 
 
 def test_rows_the_paper_does_not_have_show_ours_alone(tmp_path):
