@@ -16,7 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from show_attend_tell.metrics import bleu_statistics, java_on_path, paper_bleu, ptb_tokenize, with_full_stops
+from show_attend_tell.metrics import (
+    bleu_statistics,
+    java_on_path,
+    paper_bleu,
+    ptb_tokenize,
+    with_full_stops,
+)
 
 
 def main() -> None:

@@ -67,7 +67,7 @@ def test_a_two_process_run_resumes_a_one_process_checkpoint_to_the_same_training
         sigterm_at_batch(m, 3)
         with pytest.raises(SatError, match="stopped by SIGTERM in epoch 1"):
             run(stages, resumed, **EXACT)
-    result = subprocess.run(sat_train(stages, resumed, 2, EXACT), capture_output=True, text=True)
+    result = subprocess.run(sat_train(stages, resumed, 2, EXACT), capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "resuming from" in result.stderr and "x 2 processes" in result.stderr
     assert not (resumed / "checkpoint.pt").exists()

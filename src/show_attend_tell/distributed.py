@@ -93,7 +93,7 @@ def join(device: str, declared_gpus: int = 0) -> World:
 
 
 def leave(world: World) -> None:
-    if world.size > 1 and dist.is_initialized():
+    if launched_by_torchrun() and dist.is_initialized():
         dist.destroy_process_group()
 
 
