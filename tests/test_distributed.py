@@ -47,8 +47,10 @@ def test_a_process_shares_a_batch_by_rows_and_weights_its_mean_loss_by_its_share
 def test_two_processes_compute_the_gradients_of_one_process_with_the_same_global_batch(stages, tmp_path, attention):
     settings = json.dumps(EXACT | {"attention": attention, "semi_sampling_p": 1.0})
     script = str(TESTS / "ddp_gradients.py")
-    subprocess.run([sys.executable, script, str(stages), settings, str(tmp_path / "one.pt")], check=True)
-    subprocess.run(torchrun(script, str(stages), settings, str(tmp_path / "two.pt")), check=True)
+    for command in ([sys.executable, script, str(stages), settings, str(tmp_path / "one.pt")],
+                    torchrun(script, str(stages), settings, str(tmp_path / "two.pt"))):
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, f"{' '.join(command[:6])} ...:\n{result.stderr[-5000:]}"
     one, two = (torch.load(tmp_path / f"{n}.pt", weights_only=False) for n in ("one", "two"))
     assert one["sizes"][0] == TINY["batch_size"] and one["sizes"][1:] == [3, 1]
     for a, b in zip(one["results"], two["results"], strict=True):
