@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import h5py
 import pandas as pd
 import pytest
 import torch
@@ -62,16 +63,20 @@ def test_two_processes_compute_the_gradients_of_one_process_with_the_same_global
 
 
 def test_a_two_process_run_resumes_a_one_process_checkpoint_to_the_same_training(stages, tmp_path, monkeypatch):
+    # A node budget that holds the features for one process, not for two: those read them per batch.
+    with h5py.File(stages / "features.h5") as f:
+        settings = EXACT | {"features_memory_gb": 1.5 * f["features"].nbytes / 2**30}
     clean = tmp_path / "clean"
-    run(stages, clean, **EXACT)
+    run(stages, clean, **settings)
     resumed = tmp_path / "resumed"
     with monkeypatch.context() as m:
         sigterm_at_batch(m, 3)
         with pytest.raises(SatError, match="stopped by SIGTERM in epoch 1"):
-            run(stages, resumed, **EXACT)
-    result = subprocess.run(sat_train(stages, resumed, 2, EXACT), capture_output=True, text=True, check=False)
+            run(stages, resumed, **settings)
+    result = subprocess.run(sat_train(stages, resumed, 2, settings), capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "resuming from" in result.stderr and "x 2 processes" in result.stderr
+    assert "reading it per batch" in result.stderr
     assert not (resumed / "checkpoint.pt").exists()
     logs = [pd.read_csv(d / "train_log.csv").drop(columns=TIMING) for d in (clean, resumed)]
     pd.testing.assert_frame_equal(*logs, rtol=1e-4)

@@ -82,7 +82,7 @@ class Settings:
     val_images: int | None = None  # score only the first N validation images (None: all)
     decode_batch_size: int = 250
     amp: bool = False  # bfloat16 autocast on CUDA
-    features_memory_gb: float = 8.0  # hold the features in memory up to this size
+    features_memory_gb: float = 8.0  # hold the features in memory up to this size (per node, shared by its processes)
 
     @classmethod
     def from_config(cls, settings: dict[str, Any]) -> Settings:
@@ -262,10 +262,13 @@ def _train(captions_h5: str | Path, vocab_csv: str | Path, captions_csv: str | P
            features_h5: str | Path, model_out: str | Path, log_csv: str | Path, curves_png: str | Path,
            checkpoint: Path, settings: Settings, seed: int, world: World, threads: int | None,
            progress: bool) -> pd.DataFrame:
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
     if threads:
-        torch.set_num_threads(max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", world.size))))
+        torch.set_num_threads(max(1, threads // local_processes))
     captions = read_encoded(captions_h5, vocab_csv)
-    features = Features(features_h5, settings.features_memory_gb)
+    # Every process holds its own copy: the node's budget is shared. Read per batch, the file's pages
+    # are cached once by the OS for all of them.
+    features = Features(features_h5, settings.features_memory_gb / local_processes)
     features.check_images(captions)
     by_length = read_length_dictionary(lengths_json)
     refs = references(captions_csv, "val")
