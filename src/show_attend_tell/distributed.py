@@ -28,6 +28,7 @@ class World:
 
     rank: int = 0
     size: int = 1
+    local_size: int = 1  # processes on this node, which share its threads and memory
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
@@ -89,7 +90,7 @@ def join(device: str, declared_gpus: int = 0) -> World:
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(hours=1))
     if rank != 0:  # one voice in the log: rank 0's
         logging.getLogger(__package__).setLevel(logging.WARNING)
-    return World(rank, size, dev)
+    return World(rank, size, local_size, dev)
 
 
 def leave(world: World) -> None:

@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import logging
 import math
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -211,7 +210,7 @@ def _load_checkpoint(path: Path, fp: dict, model: Captioner, optimizer: torch.op
     try:
         # On the CPU; the model and optimizer copy to their device when loaded.
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
+    except Exception as e:  # any unreadable file means the same thing
         raise SatError(f"cannot read the checkpoint {path} ({e}); delete it to train from the start") from e
     changed = _differences(state["fingerprint"], fp)
     if changed:
@@ -262,13 +261,12 @@ def _train(captions_h5: str | Path, vocab_csv: str | Path, captions_csv: str | P
            features_h5: str | Path, model_out: str | Path, log_csv: str | Path, curves_png: str | Path,
            checkpoint: Path, settings: Settings, seed: int, world: World, threads: int | None,
            progress: bool) -> pd.DataFrame:
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
     if threads:
-        torch.set_num_threads(max(1, threads // local_processes))
+        torch.set_num_threads(max(1, threads // world.local_size))
     captions = read_encoded(captions_h5, vocab_csv)
     # Every process holds its own copy: the node's budget is shared. Read per batch, the file's pages
     # are cached once by the OS for all of them.
-    features = Features(features_h5, settings.features_memory_gb / local_processes)
+    features = Features(features_h5, settings.features_memory_gb / world.local_size)
     features.check_images(captions)
     by_length = read_length_dictionary(lengths_json)
     refs = references(captions_csv, "val")

@@ -95,9 +95,9 @@ def features_settings(wildcards) -> dict:
     return settings
 
 
-def datasets_with_shards(at_least: int) -> str:
-    """Wildcard pattern of the datasets whose features come in 1 (``at_least=1``) or several shards (``2``)."""
-    names = [n for n, ds in DATASETS.items() if (ds["features"]["shards"] >= 2) == (at_least >= 2)]
+def datasets_pattern(sharded: bool) -> str:
+    """Wildcard pattern of the datasets whose features are (or are not) encoded in several shards."""
+    names = [n for n, ds in DATASETS.items() if (ds["features"]["shards"] > 1) == sharded]
     return "|".join(names) or "(?!)"  # (?!) matches nothing
 
 

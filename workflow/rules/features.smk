@@ -1,26 +1,22 @@
 # CNN annotation vectors: one (L, D) float16 matrix per image, in images.csv order.
 # A dataset with `features.shards: N` > 1 is encoded as N jobs over ranges of images, then merged.
 
-FEATURES_COMMAND = (
-    "sat features {input.images} {output} --encoder {wildcards.encoder} --layer {params.f[layer]}"
-    " --image-size {params.f[image_size]} --batch-size {params.f[batch_size]} --workers {params.f[workers]}"
-    " --threads {threads} --device {params.device} --gpus {resources.gpu} {params.random}"
-)
-
-
 rule features:
-    """Encode every image with a frozen CNN (GPU when present) into results/{dataset}/features/{encoder}.h5."""
+    """Encode every image with a frozen CNN (GPU when present) into results/{dataset}/features/{encoder}.h5.
+
+    features_shard: the same for the k-th (from 0) of n ranges of images, split at batch boundaries; deleted once merged."""
     input:
         images=f"{RESULTS}/{{dataset}}/images.csv",
         sources=image_sources,
     output:
         f"{RESULTS}/{{dataset}}/features/{{encoder}}.h5",
     wildcard_constraints:
-        dataset=datasets_with_shards(1),
+        dataset=datasets_pattern(sharded=False),
     params:
         f=features_settings,
         random=random_weights_option,
         device=config["device"],
+        shard="",  # features_shard: --shard K/N
     log:
         f"{RESULTS}/logs/{{dataset}}/features_{{encoder}}.log",
     benchmark:
@@ -33,36 +29,25 @@ rule features:
     conda:
         ENV
     shell:
-        f"{FEATURES_COMMAND} > {{log}} 2>&1"
+        "sat features {input.images} {output} --encoder {wildcards.encoder} --layer {params.f[layer]}"
+        " --image-size {params.f[image_size]} --batch-size {params.f[batch_size]} --workers {params.f[workers]}"
+        " --threads {threads} --device {params.device} --gpus {resources.gpu} {params.random} {params.shard}"
+        " > {log} 2>&1"
 
 
-rule features_shard:
-    """Encode the k-th (from 0) of n ranges of images, split at batch boundaries; deleted once merged."""
-    input:
-        images=f"{RESULTS}/{{dataset}}/images.csv",
-        sources=image_sources,
+use rule features as features_shard with:
     output:
         temp(f"{RESULTS}/{{dataset}}/features/shards/{{encoder}}.{{k}}-of-{{n}}.h5"),
     wildcard_constraints:
+        dataset=datasets_pattern(sharded=True),
         k=r"\d+",
         n=r"\d+",
     params:
-        f=features_settings,
-        random=random_weights_option,
-        device=config["device"],
+        shard=lambda wc: f"--shard {wc.k}/{wc.n}",
     log:
         f"{RESULTS}/logs/{{dataset}}/features_{{encoder}}.{{k}}-of-{{n}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/features_{{encoder}}.{{k}}-of-{{n}}.tsv"
-    threads: config["threads"]
-    resources:
-        mem_mb=8000,
-        runtime=720,
-        gpu=config["gpus"],
-    conda:
-        ENV
-    shell:
-        f"{FEATURES_COMMAND} --shard {{wildcards.k}}/{{wildcards.n}} > {{log}} 2>&1"
 
 
 rule merge_features:
@@ -73,7 +58,7 @@ rule merge_features:
     output:
         f"{RESULTS}/{{dataset}}/features/{{encoder}}.h5",
     wildcard_constraints:
-        dataset=datasets_with_shards(2),
+        dataset=datasets_pattern(sharded=True),
     log:
         f"{RESULTS}/logs/{{dataset}}/merge_features_{{encoder}}.log",
     conda:
