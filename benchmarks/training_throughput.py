@@ -9,11 +9,19 @@ gates, fuses the three projections of h_{t-1}, and applies the deep output layer
 its batches hold captions of one length (the paper's length dictionary), so it never shrinks either.
 
 Both are timed on the same random batches of one caption length (forward, backward, optimizer step),
-so the comparison is of the decoders alone. Default dimensions are the paper's (VGG 14x14x512,
-10,000 words; embedding 512, LSTM 1800, attention 512 as in the authors' code).
+so the comparison is of the decoders alone, each at its default precision: ours in what
+``precision: auto`` picks on this machine (bfloat16 autocast only where its probe finds it faster),
+the port in float32. Default dimensions are the paper's (VGG 14x14x512, 10,000 words; embedding 512,
+LSTM 1800, attention 512 as in the authors' code).
+
+Roofline: the host line gives the matmul peak measured in the same run, in float32 and bfloat16; each
+of our rows gives the GFLOP/s it achieved by the hand count of :func:`flops_per_token` (the
+multiply-adds of the forward pass, x2 for FLOPs, x3 for forward and backward), as a share of the peak of
+the precision it ran in.
 
     .venv/bin/python benchmarks/training_throughput.py
     .venv/bin/python benchmarks/training_throughput.py --hidden-dim 512 --embed-dim 256 --attention-dim 256
+    .venv/bin/python benchmarks/training_throughput.py --precision float32
 """
 
 from __future__ import annotations
@@ -26,9 +34,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from show_attend_tell import objectives
+from show_attend_tell import objectives, precision
 from show_attend_tell.devices import resolve_device
+from show_attend_tell.machine import describe, summary
 from show_attend_tell.model import Captioner, ModelConfig
+
+
+def flops_per_token(c: ModelConfig, words: int) -> float:
+    """Training FLOPs per target token of our captioner: 2 x 3 x the forward pass's multiply-adds.
+
+    Per step: the fused projection of h_{t-1}, the attention scores and context, the LSTM gates of z_t
+    and E y_{t-1}, and the deep output layer; per caption, spread over its steps: W_a a_i and the two
+    initial-state MLPs. Elementwise work (tanh, softmax, gates) is left out: it is not matmul work.
+    """
+    n, m, a, d, big_l, v = c.hidden_dim, c.embed_dim, c.attention_dim, c.feature_dim, c.num_locations, c.vocab_size
+    per_step = n * (a + 4 * n + 1) + big_l * a + big_l * d + 4 * n * d + 4 * n * m + n * m + d * m + m * v
+    per_caption = big_l * d * a + 2 * (d * n + n * n)
+    return 2 * 3 * (per_step + per_caption / (words + 1))
 
 
 class PerStepDecoder(nn.Module):
@@ -105,36 +127,46 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--precision", default="auto", choices=precision.PRECISIONS, help="ours (the port: float32)")
     args = p.parse_args()
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    host = describe(device)
     dims = dict(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, attention_dim=args.attention_dim, dropout=0.5)
     tokens_per_batch = args.batch_size * (args.words + 1)
-    rates = {}
+    rates, chosen = {}, {}
 
     for attention in ("soft", "hard"):
         torch.manual_seed(0)
-        model = Captioner(ModelConfig(args.vocab_size, args.locations, args.feature_dim, attention=attention,
-                                      **dims)).to(device).train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        config = ModelConfig(args.vocab_size, args.locations, args.feature_dim, attention=attention, **dims)
+        model = Captioner(config).to(device).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as training makes it
+        batch = next(random_batches(args, device, 1))
 
-        def ours(features, tokens, model=model, optimizer=optimizer, attention=attention):
+        def ours(features, tokens, model=model, optimizer=optimizer, attention=attention, name="float32"):
             inputs, targets = tokens[:, :-1], tokens[:, 1:]
             mask = torch.ones(targets.shape, device=device)
+            with precision.autocast(device, name):
+                out = model(features, inputs, sample_rows=torch.rand(len(tokens), device=device) >= 0.5)
             if attention == "hard":
-                rows = torch.rand(len(tokens), device=device) >= 0.5
-                terms = objectives.hard_objective(model(features, inputs, sample_rows=rows), targets, mask,
-                                                  baseline=None, lambda_r=1.0, lambda_e=0.002)
+                terms = objectives.hard_objective(out, targets, mask, baseline=None, lambda_r=1.0, lambda_e=0.002)
             else:
-                terms = objectives.soft_objective(model(features, inputs), targets, mask, alpha_c=1.0)
+                terms = objectives.soft_objective(out, targets, mask, alpha_c=1.0)
             optimizer.zero_grad(set_to_none=True)
             terms.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
 
-        seconds = time_steps(ours, random_batches(args, device, args.batches + args.warmup), args.warmup, device)
+        def in_precision(name, ours=ours):
+            return lambda features, tokens: ours(features, tokens, name=name)
+
+        name = precision.choose(args.precision, device,
+                                lambda p, f=in_precision: time_steps(f(p), [batch] * 4, 1, device))
+        seconds = time_steps(in_precision(name), random_batches(args, device, args.batches + args.warmup),
+                             args.warmup, device)
         rates[f"ours, {attention} attention"] = tokens_per_batch / seconds
+        chosen[f"ours, {attention} attention"] = (name, config)
 
     torch.manual_seed(0)
     baseline = PerStepDecoder(args.vocab_size, args.feature_dim, args.embed_dim, args.hidden_dim,
@@ -155,12 +187,22 @@ def main() -> None:
     rates["per-step decoder, soft attention"] = tokens_per_batch / seconds
 
     reference = rates["per-step decoder, soft attention"]
+    print(f"host: {summary(host)}")
     print(f"training tokens/s on {device} ({torch.get_num_threads()} threads): batch {args.batch_size} captions of "
           f"{args.words} words (+<end>), L={args.locations}, D={args.feature_dim}, V={args.vocab_size}, "
           f"embed {args.embed_dim}, LSTM {args.hidden_dim}, attention {args.attention_dim}; median of "
           f"{args.batches} batches after {args.warmup} warm-up")
+    peaks = {"float32": host["fp32_peak_gflops"], "bfloat16": host["bf16_peak_gflops"]}
     for name, rate in rates.items():
-        print(f"{name:36s} {rate:9.1f} tokens/s   {rate / reference:5.2f}x the per-step decoder")
+        line = f"{name:36s} {rate:9.1f} tokens/s   {rate / reference:5.2f}x the per-step decoder"
+        if name in chosen:
+            dtype, config = chosen[name]
+            achieved = rate * flops_per_token(config, args.words) / 1e9
+            line += (f"   {dtype:8s} {flops_per_token(config, args.words) / 1e6:.1f} MFLOP/token: "
+                     f"{achieved:.0f} GFLOP/s = {100 * achieved / peaks[dtype]:.0f}% of the {dtype} matmul peak")
+        else:
+            line += "   float32"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from show_attend_tell.data import FEATURE_KEYS, Features
 from show_attend_tell.decode import beam_search
 from show_attend_tell.errors import SatError
 from show_attend_tell.features import extract
-from show_attend_tell.model import MODEL_FORMAT, Captioner, ModelConfig, load_model
+from show_attend_tell.model import Captioner, ModelConfig, save_model, load_model
 from show_attend_tell.text import SPECIALS
 
 ENCODER, LAYER, SIZE = "efficientnet_lite0", "blocks.4", 64
@@ -37,7 +37,7 @@ def write_photo(path: Path, size: tuple[int, int], seed: int, mode: str = "RGB")
 
 
 def write_model(path: Path, features: dict, seed: int = 0) -> Path:
-    """A small untrained captioner in the exact layout train._write_model writes."""
+    """A small untrained captioner, written as the train stage writes its model."""
     h, w = (int(g) for g in features["grid"])
     torch.manual_seed(seed)
     config = ModelConfig(len(VOCAB), h * w, int(features["dim"]), embed_dim=8, hidden_dim=12, attention_dim=6,
@@ -45,9 +45,8 @@ def write_model(path: Path, features: dict, seed: int = 0) -> Path:
     model = Captioner(config)
     with torch.no_grad():
         model.out.weight.mul_(4.0)  # peaked word distributions: captions that end
-    torch.save({"format": MODEL_FORMAT, "config": config.to_dict(), "state_dict": model.state_dict(),
-                "vocab": VOCAB, "features": features, "settings": {"attention": "soft"}, "seed": seed,
-                "epoch": 1, "val_bleu4": 0.0}, path)
+    save_model(path, model, model.state_dict(), vocab=VOCAB, features=features, settings={"attention": "soft"},
+               seed=seed, epoch=1, selected_on="cider", val_bleu4=0.0, val_cider=0.0)
     return path
 
 

@@ -40,9 +40,17 @@ def write_metrics(path, paper_bleu=(0.6, 0.4, 0.3, 0.2), meteor=0.19, bp=0.9, fu
     return path
 
 
+def write_train_log(path, seconds=((50.0, 10.0), (40.0, 20.0)), precision="bfloat16"):
+    """A train_log.csv of epochs with these (train, validation) seconds."""
+    pd.DataFrame([{"epoch": k + 1, "train_seconds": t, "val_seconds": v, "device": "cpu", "precision": precision}
+                  for k, (t, v) in enumerate(seconds)]).to_csv(path, index=False)
+    return path
+
+
 def test_table1_puts_our_rows_beside_the_papers_on_its_scale(tmp_path):
     rows = [report.row("flickr8k", model, write_metrics(tmp_path / f"{model}.csv"),
-                       write_attention(tmp_path / f"{model}.h5", attention=model)) for model in ("soft", "hard")]
+                       write_attention(tmp_path / f"{model}.h5", attention=model), write_train_log(tmp_path / "log.csv"))
+            for model in ("soft", "hard")]
     table = report.table1(rows, tmp_path / "table1.csv", tmp_path / "table1.md")
     soft = table.iloc[0]
     assert soft["bleu_4"] == pytest.approx(20.0) and soft["coco_bleu_4"] == pytest.approx(18.0)
@@ -51,21 +59,25 @@ def test_table1_puts_our_rows_beside_the_papers_on_its_scale(tmp_path):
     assert table.iloc[1]["xu2015_bleu_4"] == 21.3
     assert (soft["encoder"], soft["grid"], soft["beam_size"], soft["split"]) == ("efficientnet_lite0", "2x2", 3, "test")
     md = (tmp_path / "table1.md").read_text()
-    assert "| flickr8k | soft | efficientnet_lite0 blocks.4 (2x2) | 3 | test (1000) | 60.0 / 67 |" in md
+    assert soft["train_minutes"] == pytest.approx(2.0) and (soft["device"], soft["precision"]) == ("cpu", "bfloat16")
+    assert ("| flickr8k | soft | efficientnet_lite0 blocks.4 (2x2) | 2.0 min, cpu bfloat16 | 3 | test (1000) | 60.0 / 67 |"
+            in md)
     assert "without the brevity penalty" in md
     assert "| 19.0 / 18.93 | 63.0 / 22.0 | 18.0 |" in md, "BLEU-1 / 4 with a final full stop, beside METEOR"
     assert pd.read_csv(tmp_path / "table1.csv").shape[0] == 2
 
 
 def test_metrics_from_before_the_full_stop_variant_leave_its_cell_empty(tmp_path):
-    rows = [report.row("demo", "soft", write_metrics(tmp_path / "m.csv", full_stop=None), write_attention(tmp_path / "a.h5"))]
+    rows = [report.row("demo", "soft", write_metrics(tmp_path / "m.csv", full_stop=None), write_attention(tmp_path / "a.h5"),
+                       write_train_log(tmp_path / "log.csv"))]
     table = report.table1(rows, tmp_path / "t.csv", tmp_path / "t.md")
     assert pd.isna(table.iloc[0]["bleu_1_full_stop"])
     assert "| 19.0 |  | 18.0 |" in (tmp_path / "t.md").read_text()
 
 
 def test_rows_the_paper_does_not_have_show_ours_alone(tmp_path):
-    rows = [report.row("demo", "soft", write_metrics(tmp_path / "m.csv"), write_attention(tmp_path / "a.h5"))]
+    rows = [report.row("demo", "soft", write_metrics(tmp_path / "m.csv"), write_attention(tmp_path / "a.h5"),
+                       write_train_log(tmp_path / "log.csv"))]
     table = report.table1(rows, tmp_path / "t.csv", tmp_path / "t.md")
     assert pd.isna(table.iloc[0]["xu2015_bleu_4"])
     assert "| 60.0 | 40.0 |" in (tmp_path / "t.md").read_text()

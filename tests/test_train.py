@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 import torch
 
-from show_attend_tell import data, features, text, train
+from show_attend_tell import data, features, text, train, validation
 from show_attend_tell.distributed import World
 from show_attend_tell.errors import SatError
 from show_attend_tell.model import load_model
 
 TINY = dict(embed_dim=16, hidden_dim=24, attention_dim=12, dropout=0.2, batch_size=16, max_epochs=2,
-            learning_rate=0.003, max_decode_length=12)
+            learning_rate=0.003, max_decode_length=12, precision="float32")
 TIMING = ["tokens_per_s", "train_seconds", "val_seconds"]
 
 
@@ -66,15 +66,17 @@ def test_training_writes_the_selected_model_its_log_and_curves(stages, tmp_path)
     assert not (tmp_path / "checkpoint.pt").exists()
 
     model, document = load_model(tmp_path / "model.pt")
-    best = logged.loc[logged["val_bleu4"].idxmax()]
-    assert document["epoch"] == best["epoch"] and document["val_bleu4"] == pytest.approx(best["val_bleu4"])
+    best = logged.loc[logged["val_cider"].idxmax()]  # select_on: cider (the default)
+    assert document["epoch"] == best["epoch"] and document["val_cider"] == pytest.approx(best["val_cider"])
+    assert document["selected_on"] == "cider" and document["precision"] in ("float32", "bfloat16")
     assert document["features"]["grid"] == [4, 4] and document["vocab"][:4] == list(text.SPECIALS)
-    # The logged score is real greedy decoding of the stored model on the validation images.
-    store = data.Features(stages / "features.h5")
-    refs = data.references(stages / "captions.csv", "val")
-    settings = train.Settings.from_config(TINY)
-    assert train.validate(model, store, refs, document["vocab"], settings, World()) == pytest.approx(
-        best["val_bleu4"])
+    # The logged scores are real greedy decoding, and teacher forcing, of the stored model on the validation split.
+    captions = data.read_encoded(stages / "captions.h5", stages / "vocab.csv")
+    vset = validation.validation_set(captions, stages / "captions.csv", None)
+    measured = validation.measure(model, captions, data.Features(stages / "features.h5"), vset, beam_size=1,
+                                  max_length=TINY["max_decode_length"], batch_size=250, world=World())
+    assert measured == pytest.approx({"nll_per_word": best["val_nll_per_word"], "bleu4": best["val_bleu4"],
+                                      "cider": best["val_cider"]}, rel=1e-4)
 
 
 def test_same_seed_same_model_other_seed_other_model(stages, tmp_path):

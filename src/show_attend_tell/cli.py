@@ -126,8 +126,8 @@ def _grounding(a: argparse.Namespace) -> None:
 def _table1(a: argparse.Namespace) -> None:
     from .report import markdown, row, table1
 
-    rows = [row(ds, model, metrics, attention, None if grounding == "-" else grounding)
-            for ds, model, metrics, attention, grounding in a.row]
+    rows = [row(ds, model, metrics, attention, train_log, None if grounding == "-" else grounding)
+            for ds, model, metrics, attention, train_log, grounding in a.row]
     print(markdown(table1(rows, a.out_csv, a.out_md)))
 
 
@@ -275,8 +275,8 @@ def parser() -> argparse.ArgumentParser:
     s = command("table1", _table1, "the paper's Table 1 beside ours, as CSV and Markdown (printed)")
     s.add_argument("out_csv")
     s.add_argument("out_md")
-    s.add_argument("--row", nargs=5, action="append", required=True,
-                   metavar=("DATASET", "MODEL", "METRICS_CSV", "ATTENTION_H5", "GROUNDING_CSV"),
+    s.add_argument("--row", nargs=6, action="append", required=True,
+                   metavar=("DATASET", "MODEL", "METRICS_CSV", "ATTENTION_H5", "TRAIN_LOG_CSV", "GROUNDING_CSV"),
                    help="one per row; GROUNDING_CSV is - where there is none")
 
     s = command("caption", _caption, "caption your own image files or folders with a trained model.pt")

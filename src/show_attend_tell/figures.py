@@ -13,6 +13,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 
 from .atomic import atomic_output
@@ -83,3 +84,44 @@ def split_figures(attention_h5: str | Path, images_csv: str | Path, out_dir: str
             written.append(Path(out_dir) / name)
     log.info("wrote %d attention figures to %s", len(written), out_dir)
     return written
+
+
+SELECTION_LABELS = {"cider": ("val_cider", "validation CIDEr (decoded)"),
+                    "bleu4": ("val_bleu4", "validation BLEU-4 (decoded)"),
+                    "nll": ("val_nll_per_word", "validation NLL (nats/word)")}
+
+
+def plot_curves(table: pd.DataFrame, path: str | Path, title: str, select_on: str) -> None:
+    """Learning curves: NLL per word (training and validation), attention entropy and penalty, the selection score.
+
+    The selected epoch is circled on the panel of the score that selected it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4), constrained_layout=True)
+    column, label = SELECTION_LABELS[select_on]
+    axes[0].plot(table["epoch"], table["nll_per_word"], marker="o", ms=3, label="training")
+    axes[0].plot(table["epoch"], table["val_nll_per_word"], marker="o", ms=3, label="validation")
+    axes[0].set_title("NLL (nats/word)", fontsize=10)
+    axes[0].legend(fontsize=8)
+    axes[1].plot(table["epoch"], table["entropy_per_word"], marker="o", ms=3)
+    axes[1].set_title("attention entropy (nats/word)", fontsize=10)
+    axes[2].plot(table["epoch"], table["attention_reg"], marker="o", ms=3)
+    axes[2].set_title("sum_i (1 - sum_t alpha_ti)^2", fontsize=10)
+    axes[3].plot(table["epoch"], table[column], marker="o", ms=3)
+    axes[3].set_title(label, fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    best = table[table["best"].astype(bool)].tail(1)
+    if not best.empty:
+        axes[3].scatter(best["epoch"], best[column], s=80, facecolors="none", edgecolors="C3",
+                        label=f"selected: epoch {int(best['epoch'].iloc[0])}")
+        axes[3].legend(fontsize=8)
+    fig.suptitle(title)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)

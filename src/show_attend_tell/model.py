@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import numpy as np
 
 import torch
 from torch import nn
 
+from .atomic import atomic_output
 from .errors import SatError
 
 ATTENTIONS = ("soft", "hard")
@@ -190,14 +193,53 @@ class Captioner(nn.Module):
         return Teacher(logits, torch.stack(alphas, 1), picked)
 
 
+def plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays turned into Python numbers and lists (what weights_only loads)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return value
+
+
+def save_model(path: str | Path, model: Captioner, state_dict: dict[str, torch.Tensor], **about: Any) -> None:
+    """A model file: the weights ``state_dict`` of ``model``'s shape, its config, and ``about`` it (vocab, features...).
+
+    Only tensors and plain values, so that :func:`load_model` can read it with ``weights_only=True``.
+    """
+    document = plain({"format": MODEL_FORMAT, "config": model.config.to_dict(), **about})
+    document["state_dict"] = state_dict
+    with atomic_output(path) as tmp:
+        torch.save(document, tmp)
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Captioner, dict]:
-    """A trained captioner in eval mode, and the rest of its model file (vocab, features, settings)."""
+    """A trained captioner in eval mode, and the rest of its model file (vocab, features, settings).
+
+    The file is read with ``weights_only=True``: tensors and plain values only, so a file carrying a
+    pickled object (which would run code when unpickled) is refused, as is anything not written by the
+    train stage.
+    """
     try:
-        document = torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise SatError(f"cannot read the model file {path}: {e}") from e
+        document = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unreadable, truncated or carrying objects: all are refused
+        raise SatError(f"cannot read the model file {path}: {str(e).splitlines()[0]}") from e
     if not isinstance(document, dict) or document.get("format") != MODEL_FORMAT:
         raise SatError(f"{path} is not a model file written by this workflow ({MODEL_FORMAT})")
-    model = Captioner(ModelConfig(**document["config"]))
-    model.load_state_dict(document["state_dict"])
+    missing = [k for k in ("config", "state_dict", "vocab", "features") if k not in document]
+    if missing:
+        raise SatError(f"{path} is not a complete model file: it has no {', '.join(missing)}")
+    try:
+        config = ModelConfig(**document["config"])
+        if len(document["vocab"]) != config.vocab_size:
+            raise ValueError(f"{len(document['vocab'])} words in its vocabulary, {config.vocab_size} in its config")
+        model = Captioner(config)
+        model.load_state_dict(document["state_dict"])
+    except (TypeError, ValueError, RuntimeError, AttributeError) as e:
+        # load_state_dict says "Error(s) in loading state_dict ...:" first and what is wrong on the next line.
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+        raise SatError(f"{path} does not hold a consistent model: {reason}") from e
     return model.to(device).eval(), document

@@ -128,7 +128,7 @@ def model_settings(wildcards) -> str:
 def row_targets(dataset: str, model: str) -> list[str]:
     """What one row of Table 1 needs: the model, its curves, metrics and figures (and grounding on the demo)."""
     folder = f"{RESULTS}/{dataset}/{model}"
-    splits = sorted(set(DATASETS[dataset]["decode"]["splits"]) | {"test"})
+    splits = sorted(set(DATASETS[dataset]["decode"]["splits"]) | {config["report"]["split"]})
     targets = [f"{folder}/{out}" for out in TRAIN_OUTPUTS]
     targets += [f"{folder}/{name}_{split}{ext}" for split in splits
                 for name, ext in (("metrics", ".csv"), ("figures", ""))]
@@ -138,26 +138,28 @@ def row_targets(dataset: str, model: str) -> list[str]:
 
 
 def table1_inputs(wildcards) -> dict[str, str]:
-    """Test metrics, attention (for encoder and beam) and demo grounding of every dataset in `run` x model."""
-    inputs = {}
+    """Metrics, attention (for encoder and beam), training log and demo grounding of every dataset in `run` x model."""
+    inputs, split = {}, config["report"]["split"]
     for dataset in config["run"]:
         for model in config["models"]:
             folder = f"{RESULTS}/{dataset}/{model}"
-            inputs[f"{dataset}_{model}_metrics"] = f"{folder}/metrics_test.csv"
-            inputs[f"{dataset}_{model}_attention"] = f"{folder}/attention_test.h5"
+            inputs[f"{dataset}_{model}_metrics"] = f"{folder}/metrics_{split}.csv"
+            inputs[f"{dataset}_{model}_attention"] = f"{folder}/attention_{split}.h5"
+            inputs[f"{dataset}_{model}_train_log"] = f"{folder}/train_log.csv"
             if DATASETS[dataset]["source"] == "demo":
-                inputs[f"{dataset}_{model}_grounding"] = f"{folder}/grounding_test.csv"
+                inputs[f"{dataset}_{model}_grounding"] = f"{folder}/grounding_{split}.csv"
     return inputs
 
 
 def table1_rows(wildcards, input) -> str:
-    """`--row DATASET MODEL METRICS ATTENTION GROUNDING` arguments of `sat table1`."""
+    """`--row DATASET MODEL METRICS ATTENTION TRAIN_LOG GROUNDING` arguments of `sat table1`."""
     rows = []
     for dataset in config["run"]:
         for model in config["models"]:
             key = f"{dataset}_{model}"
             grounding = input.get(f"{key}_grounding", "-")
-            rows.append(f"--row {dataset} {model} {input[key + '_metrics']} {input[key + '_attention']} {grounding}")
+            rows.append(f"--row {dataset} {model} {input[key + '_metrics']} {input[key + '_attention']} "
+                        f"{input[key + '_train_log']} {grounding}")
     return " ".join(rows)
 
 

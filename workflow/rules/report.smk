@@ -2,7 +2,7 @@
 
 
 rule figures:
-    """The paper's Fig. 2/3 for the first test images: one panel per word, attention upsampled and overlaid."""
+    """The paper's Fig. 2/3 for a split's first images: one panel per word, attention upsampled and overlaid."""
     input:
         attention=f"{RESULTS}/{{dataset}}/{{model}}/attention_{{split}}.h5",
         images=f"{RESULTS}/{{dataset}}/images.csv",
@@ -52,7 +52,7 @@ rule grounding:
 
 
 rule table1:
-    """Every trained dataset x model beside the paper's Table 1 (test split)."""
+    """Every trained dataset x model beside the paper's Table 1 (on config report.split: test)."""
     input:
         unpack(table1_inputs),
     output:
