@@ -3,7 +3,9 @@
 Faults are armed per file name and disarm themselves once used:
 ``drop_after[name] = n`` sends only n body bytes of the next response and then closes the connection;
 ``fail_next[name] = [500, 503]`` answers the next requests with those statuses;
-``ignore_range`` names files whose Range requests get the whole file (200), like servers without resume.
+``hold[name] = event`` makes the next response wait for the event after its headers, as a slow download;
+``ignore_range`` names files whose Range requests get the whole file (200), like servers without resume;
+``no_length`` names files sent without a Content-Length (the body ends where the connection closes).
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ class RangeServer:
         self.log: list[Request] = []
         self.drop_after: dict[str, int] = {}
         self.fail_next: dict[str, list[int]] = {}
+        self.hold: dict[str, threading.Event] = {}
         self.ignore_range: set[str] = set()
+        self.no_length: set[str] = set()
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
@@ -67,15 +71,16 @@ class RangeServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _take_fault(self, name: str) -> tuple[int | None, int | None]:
-        """The status to fail with and the byte count to drop after, each used up once taken."""
+    def _take_fault(self, name: str) -> tuple[int | None, int | None, threading.Event | None]:
+        """The status to fail with, the byte count to drop after and the event to wait for, each used up once taken."""
         with self._lock:
             statuses = self.fail_next.get(name)
             status = statuses.pop(0) if statuses else None
             if statuses == []:
                 del self.fail_next[name]
             drop = None if status else self.drop_after.pop(name, None)
-            return status, drop
+            hold = None if status else self.hold.pop(name, None)
+            return status, drop, hold
 
 
 def _handler_for(server: RangeServer) -> type[BaseHTTPRequestHandler]:
@@ -84,7 +89,7 @@ def _handler_for(server: RangeServer) -> type[BaseHTTPRequestHandler]:
             name = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
             range_header = self.headers.get("Range")
             path = server.root / name
-            fail, drop = server._take_fault(name)
+            fail, drop, hold = server._take_fault(name)
             if fail:
                 return self._empty(fail, range_header)
             if ".." in Path(name).parts or not path.is_file():
@@ -100,11 +105,14 @@ def _handler_for(server: RangeServer) -> type[BaseHTTPRequestHandler]:
             body = data[start:]
             self._record(status, range_header)
             self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
+            if name not in server.no_length:
+                self.send_header("Content-Length", str(len(body)))
             if status == HTTPStatus.PARTIAL_CONTENT:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             self.send_header("Accept-Ranges", "bytes")
             self.end_headers()
+            if hold:
+                hold.wait()
             self.wfile.write(body if drop is None else body[:drop])
             self.close_connection = True
 

@@ -129,6 +129,12 @@ def test_an_explicitly_named_non_image_is_an_error_entry(setup):
     assert results[1].error is None and results[1].caption is not None
 
 
+def test_an_image_too_large_to_decode_safely_is_an_error_entry(setup, decompression_bomb):
+    results = caption(setup["model"], [decompression_bomb, setup["good"][0]])
+    assert results[0].caption is None and "decompression bomb" in results[0].error
+    assert results[1].error is None and results[1].caption is not None
+
+
 def test_garbage_or_missing_model_file(setup, tmp_path):
     garbage = tmp_path / "model.pt"
     garbage.write_bytes(b"this is not a model")

@@ -5,7 +5,11 @@ import io
 import logging
 import os
 import tarfile
+import threading
+import time
 import zipfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -63,6 +67,13 @@ def truncate(path: Path) -> Path:
     return path
 
 
+def wait_until(condition: Callable[[], object], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 # --- fetch over HTTP ---------------------------------------------------------------------------------------
 
 
@@ -106,6 +117,19 @@ def test_when_retries_run_out_the_partial_is_kept_and_the_next_call_resumes_it(t
     fetch(server.url("blob.bin"), dest, digest, retries=0, **FAST)
     assert dest.read_bytes() == data
     assert server.ranges("blob.bin") == [None, "bytes=120000-"]
+
+
+@pytest.mark.parametrize("md5_known", [True, False], ids=["md5", "no-md5"])
+def test_a_body_shorter_than_its_content_length_is_resumed_not_accepted(tmp_path, blob, range_server_factory,
+                                                                        md5_known):
+    served, data, digest = blob
+    server = range_server_factory(served)
+    server.drop_after["blob.bin"] = 100_000
+
+    fetch(server.url("blob.bin"), tmp_path / "blob.bin", digest if md5_known else None, retries=1, **FAST)
+
+    assert (tmp_path / "blob.bin").read_bytes() == data
+    assert server.ranges("blob.bin") == [None, "bytes=100000-"]
 
 
 def test_a_partial_left_by_a_killed_run_is_resumed_not_restarted(tmp_path, blob, range_server_factory):
@@ -201,6 +225,98 @@ def test_without_an_md5_the_download_is_kept_with_a_warning(tmp_path, blob, rang
 
     assert (tmp_path / "blob.bin").read_bytes() == data
     assert "not verified" in caplog.text
+
+
+def test_without_an_md5_or_a_content_length_the_log_says_the_file_may_be_truncated(tmp_path, blob,
+                                                                                  range_server_factory, caplog):
+    served, data, _ = blob
+    server = range_server_factory(served)
+    server.no_length.add("blob.bin")
+    server.drop_after["blob.bin"] = 100_000  # cut short: nothing can tell
+    dest = tmp_path / "blob.bin"
+
+    with caplog.at_level(logging.WARNING):
+        fetch(server.url("blob.bin"), dest, None, **FAST)
+
+    assert dest.read_bytes() == data[:100_000]
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"nothing verified {dest}" in warning.getMessage() and "may be truncated" in warning.getMessage()
+
+
+def test_without_a_content_length_the_md5_still_verifies_the_download(tmp_path, blob, range_server_factory,
+                                                                      caplog):
+    served, data, digest = blob
+    server = range_server_factory(served)
+    server.no_length.add("blob.bin")
+
+    with caplog.at_level(logging.WARNING):
+        fetch(server.url("blob.bin"), tmp_path / "blob.bin", digest, **FAST)
+
+    assert (tmp_path / "blob.bin").read_bytes() == data
+    assert not caplog.records
+
+
+# --- two fetches of the same file ----------------------------------------------------------------------------
+
+
+def test_a_second_fetch_waits_for_the_first_and_keeps_its_download(tmp_path, blob, range_server_factory, caplog):
+    served, data, digest = blob
+    server = range_server_factory(served)
+    server.hold["blob.bin"] = release = threading.Event()
+    dest = tmp_path / "blob.bin"
+
+    with caplog.at_level(logging.INFO), ThreadPoolExecutor(2) as pool:
+        try:
+            first = pool.submit(fetch, server.url("blob.bin"), dest, digest, **FAST)
+            wait_until(lambda: server.log)  # the first is downloading, held up by the server
+            second = pool.submit(fetch, server.url("blob.bin"), dest, digest, **FAST)
+            wait_until(lambda: "waiting for it to finish" in caplog.text)
+        finally:
+            release.set()
+        assert first.result() == second.result() == dest
+
+    assert dest.read_bytes() == data
+    assert len(server.log) == 1
+    assert sorted(tmp_path.iterdir()) == [dest, served]  # no lock file or partial left behind
+
+
+def test_a_fetch_that_waited_for_a_failed_one_resumes_its_partial(tmp_path, blob, range_server_factory, caplog):
+    served, data, digest = blob
+    server = range_server_factory(served)
+    server.hold["blob.bin"] = release = threading.Event()
+    server.drop_after["blob.bin"] = 120_000
+    dest = tmp_path / "blob.bin"
+
+    with caplog.at_level(logging.INFO), ThreadPoolExecutor(2) as pool:
+        try:
+            first = pool.submit(fetch, server.url("blob.bin"), dest, digest, retries=0, **FAST)
+            wait_until(lambda: server.log)
+            second = pool.submit(fetch, server.url("blob.bin"), dest, digest, retries=0, **FAST)
+            wait_until(lambda: "waiting for it to finish" in caplog.text)
+        finally:
+            release.set()
+        with pytest.raises(SatError, match="partial download is kept"):
+            first.result()
+        assert second.result() == dest
+
+    assert dest.read_bytes() == data
+    assert server.ranges("blob.bin") == [None, "bytes=120000-"]
+
+
+def test_a_file_already_fetched_is_kept_if_its_md5_matches_and_fetched_again_if_not(tmp_path, blob,
+                                                                                    range_server_factory):
+    served, data, digest = blob
+    server = range_server_factory(served)
+    dest = tmp_path / "blob.bin"
+    dest.write_bytes(data)
+
+    fetch(server.url("blob.bin"), dest, digest, **FAST)
+    assert server.log == []
+
+    dest.write_bytes(b"an older version")
+    fetch(server.url("blob.bin"), dest, digest, **FAST)
+    assert dest.read_bytes() == data
+    assert server.ranges("blob.bin") == [None]
 
 
 # --- fetch from local copies -------------------------------------------------------------------------------

@@ -110,6 +110,11 @@ def test_unreadable_image_is_a_sat_error(tmp_path):
         features.load_image(tmp_path / "bad.jpg", 64)
 
 
+def test_an_image_too_large_to_decode_safely_is_a_sat_error(decompression_bomb):
+    with pytest.raises(SatError, match="cannot read image .*bomb.png: .*decompression bomb"):
+        features.load_image(decompression_bomb, 64)
+
+
 def test_layout_ids_and_attributes(images_csv, tmp_path):
     out = run(images_csv, tmp_path / "features.h5")
     assert out == tmp_path / "features.h5" and not partial_path(out).exists()

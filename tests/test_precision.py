@@ -91,3 +91,20 @@ def test_bfloat16_autocast_computes_matmuls_in_bfloat16_and_float32_does_not():
         assert (a @ a.T).dtype == torch.bfloat16
     with precision.autocast(CPU, "float32"):
         assert (a @ a.T).dtype == torch.float32
+
+
+def test_a_verdict_is_remembered_per_machine_and_workload(native):
+    first = timings(float32=1.0, bfloat16=0.5)
+    assert precision.choose("auto", CPU, first, workload="train L=49") == "bfloat16" and first.asked
+    again = timings()  # probing again would raise: the first verdict stands, so runs cannot flip near the threshold
+    assert precision.choose("auto", CPU, again, workload="train L=49") == "bfloat16" and again.asked == []
+    other = timings(float32=1.0, bfloat16=2.0)
+    assert precision.choose("auto", CPU, other, workload="train L=196") == "float32" and other.asked
+    assert precision.verdicts_file().exists()
+
+
+def test_an_unreadable_verdicts_file_means_measuring_again(native):
+    precision.verdicts_file().parent.mkdir(parents=True, exist_ok=True)
+    precision.verdicts_file().write_text("{torn")
+    probe = timings(float32=1.0, bfloat16=0.5)
+    assert precision.choose("auto", CPU, probe, workload="w") == "bfloat16" and probe.asked

@@ -90,6 +90,14 @@ def test_missing_and_corrupt_images_stop_the_run_with_their_list(dataset):
     assert not (tmp_path / "captions.csv").exists() and not (tmp_path / "images.csv").exists()
 
 
+def test_an_image_too_large_to_decode_safely_is_unreadable(dataset, decompression_bomb):
+    tmp_path, path, _ = dataset
+    (tmp_path / "img" / "b.jpg").write_bytes(decompression_bomb.read_bytes())
+    with pytest.raises(SatError, match=r"1 of 3 images(.|\n)*b\.jpg: unreadable \(DecompressionBombError"):
+        run(tmp_path, path)
+    assert not (tmp_path / "captions.csv").exists() and not (tmp_path / "images.csv").exists()
+
+
 def test_bad_images_can_be_skipped_and_are_counted_in_the_log(dataset, caplog):
     tmp_path, path, _ = dataset
     (tmp_path / "img" / "b.jpg").write_bytes(b"not an image at all")
@@ -119,6 +127,18 @@ def test_an_empty_caption_is_a_clear_error(dataset):
     ({"images": [{"filename": "a.jpg", "split": "train", "sentences": []}]}, "empty 'sentences'"),
     ({"images": [{"filename": "a.jpg", "split": "train", "sentences": [{"tokens": ["a"]}]}]},
      r"sentences\[0\].*missing 'raw'"),
+    ({"images": [{"filename": "a.jpg", "split": "train", "cocoid": "abc", "sentences": [{"raw": "a"}]}]},
+     r"images\[0\] \(a\.jpg\): 'cocoid' is 'abc', expected an integer"),
+    ({"images": [{"filename": "a.jpg", "split": "train", "imgid": 1.5, "sentences": [{"raw": "a"}]}]},
+     r"images\[0\] \(a\.jpg\): 'imgid' is 1.5"),
+    ({"images": [{"filename": "a.jpg", "split": "train", "cocoid": None, "sentences": [{"raw": "a"}]}]},
+     "'cocoid' is None"),
+    ({"images": [{"filename": "a.jpg", "split": "train", "sentences": [{"raw": "a", "sentid": "s1"}]}]},
+     r"images\[0\] \(a\.jpg\)\.sentences\[0\]: 'sentid' is 's1', expected an integer"),
+    ({"images": [{"filename": "a.jpg", "split": "train", "sentences": [{"raw": "a", "sentid": True}]}]},
+     "'sentid' is True"),
+    ({"images": [{"filename": "a.jpg", "filepath": 2014, "split": "train", "sentences": [{"raw": "a"}]}]},
+     "'filepath' is 2014"),
 ])
 def test_a_json_not_in_karpathy_schema_is_named_precisely(tmp_path, document, complaint):
     path = tmp_path / "d.json"
@@ -126,6 +146,48 @@ def test_a_json_not_in_karpathy_schema_is_named_precisely(tmp_path, document, co
     with pytest.raises(SatError, match="not in Karpathy schema") as error:
         read_karpathy(path)
     assert error.match(complaint)
+    assert "\n" not in str(error.value)
+
+
+def test_files_outside_the_image_folders_are_refused_with_their_list(dataset):
+    tmp_path, path, images = dataset
+    make_image(tmp_path / "x.jpg")  # a real image beside the image folder, where these entries point
+    escapes = [("../x.jpg", None), ("sub/../../x.jpg", None), (str(tmp_path / "x.jpg"), None), ("x.jpg", ".."),
+               ("x.jpg", "img/../.."), ("x.jpg", str(tmp_path))]
+    rewrite(path, images + [entry(3 + i, "train", name, folder) for i, (name, folder) in enumerate(escapes)])
+    with pytest.raises(SatError, match="lists 6 images outside the image folders") as error:
+        run(tmp_path, path)
+    listed = str(error.value).splitlines()[1:]
+    assert listed == [f"  images[{3 + i}]: {folder + '/' if folder else ''}{name}"
+                      for i, (name, folder) in enumerate(escapes)]
+    assert not (tmp_path / "captions.csv").exists() and not (tmp_path / "images.csv").exists()
+
+
+@pytest.mark.parametrize("twin, leak", [
+    (entry(7, "val", "a.jpg"), "a.jpg: in train and val"),
+    (entry(7, "train", "./b.jpg"), "b.jpg: in train and val"),
+    (entry(0, "test", "d.jpg"), "id 0: a.jpg in train, d.jpg in test"),
+], ids=["same-file", "same-file-spelt-otherwise", "same-id"])
+def test_an_image_in_two_splits_is_refused_as_a_leak(dataset, twin, leak):
+    tmp_path, path, images = dataset
+    make_image(tmp_path / "img" / twin["filename"])
+    rewrite(path, images + [twin])
+    with pytest.raises(SatError, match=r"1 images are listed in more than one split .*a leak") as error:
+        run(tmp_path, path)
+    assert f"\n  {leak}" in str(error.value)
+    assert not (tmp_path / "captions.csv").exists() and not (tmp_path / "images.csv").exists()
+
+
+def test_a_restval_image_also_in_val_leaks_unless_restval_is_dropped(tmp_path):
+    images = [entry(0, "restval", "x.jpg", "train2014"), entry(1, "val", "y.jpg", "val2014")]
+    images[0]["cocoid"] = images[1]["cocoid"] = 9001
+    make_image(tmp_path / "img" / "train2014" / "x.jpg")
+    make_image(tmp_path / "img" / "val2014" / "y.jpg")
+    rewrite(tmp_path / "coco.json", images)
+    with pytest.raises(SatError, match="id 9001: train2014/x.jpg in train, val2014/y.jpg in val"):
+        run(tmp_path, tmp_path / "coco.json")
+    run(tmp_path, tmp_path / "coco.json", restval="drop")
+    assert pd.read_csv(tmp_path / "images.csv")["file"].tolist() == ["val2014/y.jpg"]
 
 
 def test_a_file_that_is_not_json_is_a_clear_error(tmp_path):

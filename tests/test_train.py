@@ -172,6 +172,22 @@ def test_features_of_other_images_are_refused(stages, tmp_path):
         data.Features(tmp_path / "features.h5").check_images(captions)
 
 
-def test_unknown_settings_are_named():
-    with pytest.raises(SatError, match=r"unknown training setting\(s\) \['hiden_dim'\]"):
-        train.Settings.from_config({"hiden_dim": 3})
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"hiden_dim": 3}, r"\(top level\): Additional properties are not allowed \('hiden_dim' was unexpected\)"),
+    ({"batch_size": -4}, r"batch_size: -4 is less than the minimum of 1"),
+    ({"batch_size": "64"}, r"batch_size: '64' is not of type 'integer'"),
+    ({"dropout": 2.0}, r"dropout: 2.0 is greater than the maximum of 1"),
+    ({"max_epochs": 0}, r"max_epochs: 0 is less than the minimum of 1"),
+    ([1, 2], r"\(top level\): \[1, 2\] is not of type 'object'"),
+])
+def test_bad_settings_get_the_workflows_one_line_message(settings, message):
+    with pytest.raises(SatError, match=r"^invalid training settings \(see config.schema.yaml, train\): " + message) as e:
+        train.Settings.from_config(settings)
+    assert "\n" not in str(e.value)
+
+
+def test_every_setting_is_defined_once_in_the_schema_with_the_dataclass_default():
+    from show_attend_tell.config import SCHEMA, load_yaml
+
+    schema = load_yaml(SCHEMA)["$defs"]["train"]["properties"]
+    assert set(schema) == set(train.Settings.__dataclass_fields__)

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .errors import SatError
 
@@ -93,8 +94,15 @@ def _train(a: argparse.Namespace) -> None:
         exec_torchrun(a.processes, a.argv, a.threads)
     train(a.captions_h5, a.vocab_csv, a.captions_csv, a.lengths_json, a.features_h5, model_out=a.model,
           log_csv=a.log_csv, curves_png=a.curves, checkpoint=a.checkpoint,
-          settings=Settings.from_config(json.loads(a.settings)), seed=a.seed, device=a.device,
+          settings=Settings.from_config(_json_argument(a.settings, "--settings")), seed=a.seed, device=a.device,
           declared_gpus=a.gpus, threads=a.threads, progress=a.progress)
+
+
+def _json_argument(text: str, option: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SatError(f"{option} is not valid JSON ({e}): {text!r:.200}") from e
 
 
 def _decode(a: argparse.Namespace) -> None:

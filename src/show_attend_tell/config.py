@@ -25,18 +25,39 @@ def _key(path: Any) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
-def validate(config: dict, schema_path: str | Path) -> None:
-    """Raise SatError naming every invalid key of ``config`` (the most specific error per key)."""
-    schema = load_yaml(schema_path)
+# The one definition of every setting: type, range and meaning (the workflow checks its config with it,
+# the `sat` commands their own settings).
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _problems(values: Any, schema: dict) -> list[str]:
+    """``key: message`` for every invalid key of ``values`` (the most specific error per key)."""
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    if not errors:
-        return
-    lines = []
+    errors = sorted(validator.iter_errors(values), key=lambda e: list(map(str, e.absolute_path)))
+    problems = []
     for error in errors:
         best = jsonschema.exceptions.best_match([error])
-        lines.append(f"  {_key(best.absolute_path)}: {best.message}")
-    raise SatError("invalid configuration (see workflow/schemas/config.schema.yaml):\n" + "\n".join(lines))
+        problems.append(f"{_key(best.absolute_path)}: {best.message}")
+    return problems
+
+
+def validate(config: dict, schema_path: str | Path) -> None:
+    """Raise SatError naming every invalid key of ``config``."""
+    problems = _problems(config, load_yaml(schema_path))
+    if problems:
+        raise SatError("invalid configuration (see workflow/schemas/config.schema.yaml):\n"
+                       + "\n".join(f"  {p}" for p in problems))
+
+
+def check_section(values: Any, section: str, what: str) -> None:
+    """Check ``values`` against the schema's definition ``section`` (e.g. train): one line naming each bad key."""
+    try:
+        schema = load_yaml(SCHEMA)
+    except OSError as e:
+        raise SatError(f"cannot read the settings schema {SCHEMA}: {e}") from e
+    problems = _problems(values, {"$defs": schema["$defs"], **schema["$defs"][section]})
+    if problems:
+        raise SatError(f"invalid {what} (see {SCHEMA.name}, {section}): " + "; ".join(problems))
 
 
 def _merge(base: dict, override: dict) -> dict:

@@ -2,10 +2,13 @@
 
 Archives are large (COCO is 19 GB) and links are flaky, so an interrupted download is kept as a
 ``.partial`` file and resumed with an HTTP Range request; nothing reaches its final name unverified.
+Two fetches of the same file take turns (a lock file beside it): the second keeps what the first fetched.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import http.client
 import logging
@@ -21,6 +24,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from .atomic import atomic_output, partial_path, remove
 from .errors import SatError
@@ -53,7 +57,9 @@ def fetch(
     """Put the archive ``source`` (http(s)/file URL or local path) at ``dest``, checked against ``md5``.
 
     Downloads resume after interruptions, within a call (``retries`` times, waiting ``backoff``
-    seconds, doubling) and across calls (from ``dest.partial``). Local archives are linked, not copied.
+    seconds, doubling) and across calls (from ``dest.partial``). A ``dest`` already downloaded (by an earlier
+    call, or a concurrent one this call waited for) is kept if it matches ``md5``. Local archives are linked,
+    not copied.
     """
     dest = Path(dest)
     if not source:
@@ -64,10 +70,42 @@ def fetch(
     dest.parent.mkdir(parents=True, exist_ok=True)
     url = urllib.parse.urlsplit(source)
     scheme = url.scheme.lower()
-    if scheme in ("http", "https"):
-        return _download(source, dest, md5, retries=retries, timeout=timeout, backoff=backoff, progress=progress)
-    local = Path(urllib.request.url2pathname(url.path)) if scheme == "file" else Path(source).expanduser()
-    return _link(local, dest, md5, progress=progress)
+    with _exclusive(dest):
+        if scheme in ("http", "https"):
+            return _download(source, dest, md5, retries=retries, timeout=timeout, backoff=backoff, progress=progress)
+        local = Path(urllib.request.url2pathname(url.path)) if scheme == "file" else Path(source).expanduser()
+        return _link(local, dest, md5, progress=progress)
+
+
+@contextlib.contextmanager
+def _exclusive(dest: Path) -> Iterator[None]:
+    """Hold ``dest.lock`` while fetching ``dest``, so that two fetches never write its ``.partial`` at once.
+
+    The holder deletes the lock file before it lets go, leaving nothing behind; a waiter that then wakes up
+    holding the deleted file takes the lock again on a new one, so the lock is never held twice.
+    """
+    lock = dest.with_name(dest.name + ".lock")
+    while True:
+        with open(lock, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("another fetch of %s is under way: waiting for it to finish", dest)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            if _still_at(f, lock):
+                try:
+                    yield
+                finally:
+                    lock.unlink(missing_ok=True)
+                return
+
+
+def _still_at(f: IO, path: Path) -> bool:
+    """Whether the open file ``f`` is still the file at ``path`` (not deleted or replaced since it was opened)."""
+    try:
+        return os.path.samestat(os.fstat(f.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def md5sum(path: str | os.PathLike, progress: bool = False) -> str:
@@ -116,10 +154,12 @@ def extract(archive: str | os.PathLike, dest_dir: str | os.PathLike, progress: b
 
 def _download(url: str, dest: Path, md5: str | None, *, retries: int, timeout: float, backoff: float,
               progress: bool) -> Path:
+    if _fetched(dest, md5, progress):
+        return dest
     part = partial_path(dest)
     for attempt in range(retries + 1):
         try:
-            _transfer(url, part, timeout, progress)
+            length_known = _transfer(url, part, timeout, progress)
             break
         except _Interrupted as e:
             if attempt == retries:
@@ -130,13 +170,32 @@ def _download(url: str, dest: Path, md5: str | None, *, retries: int, timeout: f
             wait = backoff * 2**attempt
             log.warning("downloading %s: %s; retrying in %g s", url, e, wait)
             time.sleep(wait)
-    _verify(part, md5, label=f"{dest} (downloaded from {url})", progress=progress, discard=True)
+    if md5 is None and not length_known:
+        log.warning("nothing verified %s (downloaded from %s): no md5 is configured and the server did not send "
+                    "its length, so the file may be truncated", dest, url)
+    else:
+        _verify(part, md5, label=f"{dest} (downloaded from {url})", progress=progress, discard=True)
     os.replace(part, dest)
     return dest
 
 
-def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
-    """One attempt to complete ``part``, resuming from its current size; raises _Interrupted to retry."""
+def _fetched(dest: Path, md5: str | None, progress: bool) -> bool:
+    """Whether ``dest`` is already there and matches ``md5``: only finished downloads are given that name."""
+    if not dest.is_file():
+        return False
+    if md5 is not None and md5sum(dest, progress=progress) != md5.strip().lower():
+        log.info("%s is there but does not match its md5: downloading it again", dest)
+        return False
+    log.info("%s is already there%s: keeping it", dest, " and matches its md5" if md5 else "")
+    return True
+
+
+def _transfer(url: str, part: Path, timeout: float, progress: bool) -> bool:
+    """One attempt to complete ``part``, resuming from its current size; raises _Interrupted to retry.
+
+    Returns whether the server gave the file's length, without which a body cut short cannot be told from
+    a whole one.
+    """
     have = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": USER_AGENT}
     if have:
@@ -146,8 +205,7 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
     except urllib.error.HTTPError as e:
         e.close()
         if e.code == 416 and have:
-            _check_complete(part, have, e.headers.get("Content-Range"))
-            return
+            return _check_complete(part, have, e.headers.get("Content-Range"))
         if e.code >= 500 or e.code in TRANSIENT_STATUS:
             raise _Interrupted(f"HTTP {e.code} {e.reason}") from e
         raise SatError(f"downloading {url} failed: HTTP {e.code} {e.reason}") from e
@@ -174,6 +232,7 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
                 bar.update(len(chunk))
     if expected is not None and received < expected:
         raise _Interrupted(f"the connection closed after {start + received} of {start + expected} bytes")
+    return expected is not None
 
 
 def _chunks(response: http.client.HTTPResponse) -> Iterator[bytes]:
@@ -188,12 +247,16 @@ def _chunks(response: http.client.HTTPResponse) -> Iterator[bytes]:
         yield chunk
 
 
-def _check_complete(part: Path, have: int, content_range: str | None) -> None:
-    """After a 416 (nothing left to send): drop a partial that is longer than the file on the server."""
+def _check_complete(part: Path, have: int, content_range: str | None) -> bool:
+    """After a 416 (nothing left to send): drop a partial that is longer than the file on the server.
+
+    Returns whether the server gave the file's length, which the partial then has.
+    """
     total = re.fullmatch(r"bytes \*/(\d+)", (content_range or "").strip())
     if total and int(total.group(1)) != have:
         part.unlink()
         raise _Interrupted(f"the partial download ({have} bytes) is longer than the file; starting over")
+    return total is not None
 
 
 def _range_start(content_range: str | None, default: int) -> int:

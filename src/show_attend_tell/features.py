@@ -62,7 +62,8 @@ def load_image(path: str | Path, image_size: int) -> torch.Tensor:
         with Image.open(path) as image:
             image.draft("RGB", _resized(image.size, image_size))
             return preprocess(image, image_size)
-    except (OSError, SyntaxError, ValueError) as e:  # what Pillow raises for missing, truncated or bad files
+    # What Pillow raises for missing, truncated or bad files, and for pixel counts too large to decode safely.
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise SatError(f"cannot read image {path}: {e}") from e
 
 

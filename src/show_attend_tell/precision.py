@@ -6,18 +6,25 @@ without native support it is float32; with it, a short probe of the real workloa
 bfloat16 is taken only when it is clearly faster (at small model sizes the step is bound by per-op
 overhead, not by matmuls, and bfloat16 gains nothing). Autocast keeps float32 master weights,
 optimizer state and gradients; the loss, softmaxes and log-probabilities are computed in float32.
+
+A probe's verdict is remembered per machine and workload (in ``$XDG_CACHE_HOME/show_attend_tell/``,
+default ``~/.cache``): timings near the threshold could otherwise flip between runs, and the same
+config and seed must give the same artifacts on the same machine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_output
 from .errors import SatError
 
 log = logging.getLogger(__name__)
@@ -46,13 +53,41 @@ def native_bfloat16(device_type: str) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def choose(precision: str, device: torch.device, probe: Callable[[str], float], rounds: int = 3) -> str:
+def verdicts_file() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "show_attend_tell" / "precision.json"
+
+
+def _machine(device: torch.device) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
+    return f"{device.type}: {name}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError:
+        return "unknown cpu"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown cpu")
+
+
+def _read_verdicts(path: Path) -> dict[str, dict]:
+    try:
+        verdicts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or unreadable: measure again
+        return {}
+    return verdicts if isinstance(verdicts, dict) else {}
+
+
+def choose(precision: str, device: torch.device, probe: Callable[[str], float], workload: str = "",
+           rounds: int = 3) -> str:
     """The precision to compute in: ``precision`` itself unless ``auto``, which measures with ``probe``.
 
     ``probe(p)`` returns the seconds of one unit of work in precision ``p``. The two precisions are
     timed in turn, ``rounds`` times each, and each keeps its fastest time: another process busy on the
     same cores slows single runs, not the best of several taken side by side. On hardware without
-    native bfloat16 nothing is probed (the emulated path can take minutes to time).
+    native bfloat16 nothing is probed (the emulated path can take minutes to time). With a
+    ``workload`` name (its shapes), the verdict is remembered for this machine and reused.
     """
     if precision not in PRECISIONS:
         raise SatError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -61,6 +96,13 @@ def choose(precision: str, device: torch.device, probe: Callable[[str], float], 
     if not native_bfloat16(device.type):
         log.info("precision auto: float32 (no native bfloat16 on this %s)", device.type)
         return "float32"
+    key = f"{_machine(device)} | {workload}"
+    path = verdicts_file()
+    known = _read_verdicts(path).get(key) if workload else None
+    if known and known.get("precision") in DTYPES:
+        log.info("precision auto: %s (as measured before on this machine: float32 %.1f ms, bfloat16 %.1f ms; %s)",
+                 known["precision"], known["float32_ms"], known["bfloat16_ms"], path)
+        return known["precision"]
     times: dict[str, list[float]] = {"float32": [], "bfloat16": []}
     for _ in range(rounds):
         for name, spent in times.items():
@@ -69,4 +111,17 @@ def choose(precision: str, device: torch.device, probe: Callable[[str], float], 
     chosen = "bfloat16" if bf16 * MIN_SPEEDUP <= fp32 else "float32"
     log.info("precision auto: %s (probe, best of %d: float32 %.1f ms, bfloat16 %.1f ms per step; bfloat16 needs "
              "%.2fx)", chosen, rounds, fp32 * 1e3, bf16 * 1e3, MIN_SPEEDUP)
+    if workload:
+        _remember(path, key, {"precision": chosen, "float32_ms": fp32 * 1e3, "bfloat16_ms": bf16 * 1e3})
     return chosen
+
+
+def _remember(path: Path, key: str, verdict: dict) -> None:
+    """Add ``verdict`` to the machine's file; a cache that cannot be written only costs a probe next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        verdicts = _read_verdicts(path) | {key: verdict}
+        with atomic_output(path) as tmp:
+            tmp.write_text(json.dumps(verdicts, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    except OSError as e:
+        log.warning("could not record the precision verdict in %s: %s", path, e)

@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import checkpoint, objectives, precision, validation
 from .atomic import atomic_output, remove
 from .checkpoint import Progress
+from .config import check_section
 from .data import FEATURE_KEYS, Captions, Features, length_batches, read_encoded, read_length_dictionary, teacher_batch
 from .distributed import World, join, leave
 from .errors import SatError
@@ -79,11 +80,9 @@ class Settings:
     features_memory_gb: float = 8.0  # hold the features in memory up to this size (per node, shared by its processes)
 
     @classmethod
-    def from_config(cls, settings: dict[str, Any]) -> Settings:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise SatError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+    def from_config(cls, settings: Any) -> Settings:
+        """Settings checked against the workflow's schema, so a bad value by hand reads as in the workflow."""
+        check_section(settings, "train", "training settings")
         return cls(**settings)
 
     def model_config(self, vocab_size: int, num_locations: int, feature_dim: int) -> ModelConfig:
@@ -252,7 +251,9 @@ def _choose_precision(settings: Settings, model: Captioner, by_length: dict[int,
                  torch.ones(settings.batch_size, length + 1, device=device))
         for name in ("float32", "bfloat16"):
             _probe_step(probe, batch, device, name)
-        return precision.choose("auto", device, lambda name: _probe_step(probe, batch, device, name))
+        workload = (f"train {c.attention} L={c.num_locations} D={c.feature_dim} m={c.embed_dim} n={c.hidden_dim} "
+                    f"a={c.attention_dim} V={c.vocab_size} batch={settings.batch_size} words={length}")
+        return precision.choose("auto", device, lambda name: _probe_step(probe, batch, device, name), workload)
 
 
 def _fit(run: Run) -> Progress:
@@ -333,7 +334,7 @@ def _train_epoch(run: Run, state: Progress, stop: StopRequested) -> bool:
 
 
 @dataclass(frozen=True)
-class Step:
+class BatchSums:
     """One minibatch's sums over every process: the terms summed over its captions (not averaged)."""
 
     loss: float  # the global batch's mean loss
@@ -347,7 +348,7 @@ class Step:
 
 
 def backward(net: torch.nn.Module, captions: Captions, features: Features, rows: np.ndarray, settings: Settings,
-             baseline: float | None, world: World, stop: bool = False, precision_name: str = "float32") -> Step:
+             baseline: float | None, world: World, stop: bool = False, precision_name: str = "float32") -> BatchSums:
     """Gradients of the mean loss over the global minibatch ``rows``, of which this process computes its share.
 
     Hard attention's baseline None (the first batch) is the global batch's mean log-likelihood.
@@ -377,7 +378,7 @@ def backward(net: torch.nn.Module, captions: Captions, features: Features, rows:
     ])
     if math.isfinite(loss):
         (terms.loss * weight).backward()
-    return Step(loss, nll, attention, entropy, ll_sum, int(n_all), int(words), stops > 0)
+    return BatchSums(loss, nll, attention, entropy, ll_sum, int(n_all), int(words), stops > 0)
 
 
 def _end_epoch(run: Run, state: Progress) -> None:

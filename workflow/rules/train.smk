@@ -26,7 +26,7 @@ rule train:
         f"{RESULTS}/logs/{{dataset}}/train_{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/train_{{model}}.tsv"
-    threads: config["threads"]
+    threads: config["train_threads"]
     resources:
         mem_mb=8000,
         runtime=1440,
