@@ -89,6 +89,24 @@ def test_same_seed_same_model_other_seed_other_model(stages, tmp_path):
     pd.testing.assert_frame_equal(*logs)
 
 
+def test_a_moving_average_of_the_weights_is_what_is_validated_and_saved(stages, tmp_path, monkeypatch):
+    """With ema_decay the saved weights are the average over steps, not the last step's."""
+    last = {}
+    update = train._update_average
+
+    def keep_last(state, model, decay):
+        update(state, model, decay)
+        last.update({k: p.detach().clone() for k, p in model.named_parameters()})
+        last["average"] = {k: v.clone() for k, v in state.average.items()}
+
+    monkeypatch.setattr(train, "_update_average", keep_last)
+    run(stages, tmp_path, max_epochs=1, ema_decay=0.9)
+    model, _ = load_model(tmp_path / "model.pt")
+    saved = dict(model.named_parameters())
+    assert all(torch.equal(saved[k], v) for k, v in last["average"].items())
+    assert not all(torch.equal(saved[k], last[k]) for k in last["average"])
+
+
 def sigterm_at_batch(monkeypatch, batch):
     """The process receives SIGTERM (as from a cluster pre-empting the job) during training batch ``batch``."""
     step, calls = train.backward, []
@@ -102,16 +120,16 @@ def sigterm_at_batch(monkeypatch, batch):
     monkeypatch.setattr(train, "backward", step_then_signal)
 
 
-@pytest.mark.parametrize("attention", ["soft", "hard"])
-def test_a_job_stopped_by_sigterm_resumes_to_the_same_model(stages, tmp_path, monkeypatch, attention):
-    run(stages, tmp_path / "clean", attention=attention)
+@pytest.mark.parametrize(("attention", "ema_decay"), [("soft", 0.0), ("hard", 0.0), ("soft", 0.9)])
+def test_a_job_stopped_by_sigterm_resumes_to_the_same_model(stages, tmp_path, monkeypatch, attention, ema_decay):
+    run(stages, tmp_path / "clean", attention=attention, ema_decay=ema_decay)
     out = tmp_path / "resumed"
     with monkeypatch.context() as m:
         sigterm_at_batch(m, 3)
         with pytest.raises(SatError, match="stopped by SIGTERM in epoch 1; checkpoint saved"):
-            run(stages, out, attention=attention)
+            run(stages, out, attention=attention, ema_decay=ema_decay)
     assert (out / "checkpoint.pt").exists() and not (out / "model.pt").exists()
-    run(stages, out, attention=attention)
+    run(stages, out, attention=attention, ema_decay=ema_decay)
     assert (out / "model.pt").read_bytes() == (tmp_path / "clean" / "model.pt").read_bytes()
     logs = [pd.read_csv(d / "train_log.csv").drop(columns=TIMING) for d in (out, tmp_path / "clean")]
     pd.testing.assert_frame_equal(*logs)

@@ -35,6 +35,8 @@ class Progress:
     best_score: float = -float("inf")  # the selection metric of the best epoch (higher is better)
     best_epoch: int = -1
     best_state: dict[str, torch.Tensor] | None = None
+    average: dict[str, torch.Tensor] | None = None  # moving average of the weights (ema_decay)
+    average_steps: int = 0
     rows: list[dict] = field(default_factory=list)  # train_log.csv so far
     sums: dict[str, float] = field(default_factory=dict)  # running sums of the epoch under way
 
