@@ -112,6 +112,28 @@ def test_demo_data_stages_run_end_to_end_and_are_reproducible(tmp_path):
     assert (one / "report.html").stat().st_size > 100_000, report.stderr
 
 
+def test_results_and_data_under_a_folder_with_a_space_and_a_quote_stay_there(tmp_path):
+    """Every path reaches the shell quoted: the data stages run, and nothing lands outside the two folders."""
+    odd = tmp_path / "Bob's data folder"
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    config = TINY_DEMO | {"results": str(odd / "results"), "data_dir": str(odd / "data")}
+    targets = [str(odd / "results" / "demo" / name) for name in ("captions.h5", "lengths.json")]
+    snakemake(workdir, *targets, str(odd / "results" / "demo" / "features" / "efficientnet_lite0.h5"), config=config)
+    check_data_stages(odd / "results", "demo")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([odd.name, "work"])
+    assert sorted(p.name for p in workdir.iterdir()) == [".snakemake", "test_config.yaml"]
+    assert sorted(p.name for p in odd.iterdir()) == ["data", "results"]
+
+
+def test_a_url_that_would_run_a_command_is_refused_by_the_schema(tmp_path):
+    marker = tmp_path / "ran"
+    config = {"archives": {"caption_datasets.zip": {"url": f"http://x/a'$(touch {marker})'", "md5": None}}}
+    result = snakemake(tmp_path, "flickr8k_soft", config=config, check=False)
+    assert result.returncode != 0 and "archives.caption_datasets.zip.url" in result.stdout + result.stderr
+    assert not marker.exists()
+
+
 def test_every_table1_row_is_a_named_target(tmp_path):
     for target in ("demo_soft", "flickr8k_hard", "coco_soft", "table1"):
         out = snakemake(tmp_path, "-n", target, config=TINY_DEMO).stdout

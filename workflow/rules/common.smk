@@ -107,8 +107,8 @@ def feature_shards(wildcards) -> list[str]:
     return [f"{folder}/{wildcards.encoder}.{k}-of-{n}.h5" for k in range(n)]
 
 
-def random_weights_option(wildcards) -> str:
-    return "" if DATASETS[wildcards.dataset]["features"]["pretrained"] else "--random-weights"
+def random_weights_option(wildcards) -> list[str]:
+    return [] if DATASETS[wildcards.dataset]["features"]["pretrained"] else ["--random-weights"]
 
 
 def features_path(dataset: str) -> str:
@@ -151,16 +151,15 @@ def table1_inputs(wildcards) -> dict[str, str]:
     return inputs
 
 
-def table1_rows(wildcards, input) -> str:
-    """`--row DATASET MODEL METRICS ATTENTION TRAIN_LOG GROUNDING` arguments of `sat table1`."""
+def table1_rows(wildcards, input) -> list[str]:
+    """`--row DATASET MODEL METRICS ATTENTION TRAIN_LOG GROUNDING` arguments of `sat table1`, one list item each."""
     rows = []
     for dataset in config["run"]:
         for model in config["models"]:
             key = f"{dataset}_{model}"
-            grounding = input.get(f"{key}_grounding", "-")
-            rows.append(f"--row {dataset} {model} {input[key + '_metrics']} {input[key + '_attention']} "
-                        f"{input[key + '_train_log']} {grounding}")
-    return " ".join(rows)
+            rows += ["--row", dataset, model, input[key + "_metrics"], input[key + "_attention"],
+                     input[key + "_train_log"], input.get(f"{key}_grounding", "-")]
+    return rows
 
 
 def dataset_targets(names: list[str]) -> list[str]:

@@ -19,8 +19,8 @@ rule demo_dataset:
     conda:
         ENV
     shell:
-        "sat demo {output} --train {params.size[train]} --val {params.size[val]} --test {params.size[test]}"
-        " --image-size {params.size[image_size]} --seed {params.seed} > {log} 2>&1"
+        "sat demo {output:q} --train {params.size[train]} --val {params.size[val]} --test {params.size[test]}"
+        " --image-size {params.size[image_size]} --seed {params.seed} > {log:q} 2>&1"
 
 
 rule fetch:
@@ -43,7 +43,7 @@ rule fetch:
     conda:
         ENV
     shell:
-        "sat fetch '{params.url}' {output} --md5 '{params.md5}' > {log} 2>&1"
+        "sat fetch {params.url:q} {output:q} --md5 {params.md5:q} > {log:q} 2>&1"
 
 
 rule extract:
@@ -63,4 +63,4 @@ rule extract:
     conda:
         ENV
     shell:
-        "sat extract {input} {output} > {log} 2>&1"
+        "sat extract {input:q} {output:q} > {log:q} 2>&1"

@@ -25,10 +25,10 @@ rule decode:
     conda:
         ENV
     shell:
-        "sat decode {input.model} {input.features} {input.images} {output.captions} {output.attention}"
+        "sat decode {input.model:q} {input.features:q} {input.images:q} {output.captions:q} {output.attention:q}"
         " --split {wildcards.split} --beam-size {params.d[beam_size]} --max-length {params.d[max_length]}"
         " --length-penalty {params.d[length_penalty]} --batch-size {params.d[batch_size]} --threads {threads}"
-        " --device {params.device} > {log} 2>&1"
+        " --device {params.device:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -49,4 +49,4 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "sat evaluate {input.captions} {input.references} {output} --split {wildcards.split} > {log} 2>&1"
+        "sat evaluate {input.captions:q} {input.references:q} {output:q} --split {wildcards.split} > {log:q} 2>&1"

@@ -16,7 +16,7 @@ rule features:
         f=features_settings,
         random=random_weights_option,
         device=config["device"],
-        shard="",  # features_shard: --shard K/N
+        shard=[],  # features_shard: --shard K/N
     log:
         f"{RESULTS}/logs/{{dataset}}/features_{{encoder}}.log",
     benchmark:
@@ -29,10 +29,10 @@ rule features:
     conda:
         ENV
     shell:
-        "sat features {input.images} {output} --encoder {wildcards.encoder} --layer {params.f[layer]}"
+        "sat features {input.images:q} {output:q} --encoder {wildcards.encoder} --layer {params.f[layer]:q}"
         " --image-size {params.f[image_size]} --batch-size {params.f[batch_size]} --workers {params.f[workers]}"
-        " --threads {threads} --device {params.device} --gpus {resources.gpu} {params.random} {params.shard}"
-        " > {log} 2>&1"
+        " --threads {threads} --device {params.device:q} --gpus {resources.gpu} {params.random:q} {params.shard:q}"
+        " > {log:q} 2>&1"
 
 
 use rule features as features_shard with:
@@ -43,7 +43,7 @@ use rule features as features_shard with:
         k=r"\d+",
         n=r"\d+",
     params:
-        shard=lambda wc: f"--shard {wc.k}/{wc.n}",
+        shard=lambda wc: ["--shard", f"{wc.k}/{wc.n}"],
     log:
         f"{RESULTS}/logs/{{dataset}}/features_{{encoder}}.{{k}}-of-{{n}}.log",
     benchmark:
@@ -64,4 +64,4 @@ rule merge_features:
     conda:
         ENV
     shell:
-        "sat merge-features {input.images} {output} {input.shards} > {log} 2>&1"
+        "sat merge-features {input.images:q} {output:q} {input.shards:q} > {log:q} 2>&1"

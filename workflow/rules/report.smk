@@ -27,7 +27,7 @@ rule figures:
     conda:
         ENV
     shell:
-        "sat figures {input.attention} {input.images} {output} --count {params.figures} > {log} 2>&1"
+        "sat figures {input.attention:q} {input.images:q} {output:q} --count {params.figures} > {log:q} 2>&1"
 
 
 rule grounding:
@@ -48,7 +48,7 @@ rule grounding:
     conda:
         ENV
     shell:
-        "sat grounding {input.attention} {input.objects}/objects.json {output} > {log} 2>&1"
+        "sat grounding {input.attention:q} {input.objects:q}/objects.json {output:q} > {log:q} 2>&1"
 
 
 rule table1:
@@ -71,4 +71,4 @@ rule table1:
     conda:
         ENV
     shell:
-        "sat table1 {output.csv} {output.md} {params.rows} > {log} 2>&1"
+        "sat table1 {output.csv:q} {output.md:q} {params.rows:q} > {log:q} 2>&1"

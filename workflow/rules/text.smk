@@ -26,9 +26,9 @@ rule prepare:
     conda:
         ENV
     shell:
-        "sat prepare {params.json:q} {output.captions} {output.images} --image-dirs {params.dirs:q}"
-        " --tokenizer {params.tokenizer} --restval {params.restval} --bad-images {params.bad_images}"
-        " --threads {threads} > {log} 2>&1"
+        "sat prepare {params.json:q} {output.captions:q} {output.images:q} --image-dirs {params.dirs:q}"
+        " --tokenizer {params.tokenizer:q} --restval {params.restval:q} --bad-images {params.bad_images:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule vocab:
@@ -50,7 +50,7 @@ rule vocab:
     conda:
         ENV
     shell:
-        "sat vocab {input} {output} --size {params.size} > {log} 2>&1"
+        "sat vocab {input:q} {output:q} --size {params.size:q} > {log:q} 2>&1"
 
 
 rule encode:
@@ -73,7 +73,7 @@ rule encode:
     conda:
         ENV
     shell:
-        "sat encode {input.captions} {input.vocab} {output} --max-length {params.max_length} > {log} 2>&1"
+        "sat encode {input.captions:q} {input.vocab:q} {output:q} --max-length {params.max_length} > {log:q} 2>&1"
 
 
 rule lengths:
@@ -93,4 +93,4 @@ rule lengths:
     conda:
         ENV
     shell:
-        "sat lengths {input} {output} > {log} 2>&1"
+        "sat lengths {input:q} {output:q} > {log:q} 2>&1"

@@ -34,7 +34,7 @@ rule train:
     conda:
         ENV
     shell:
-        "sat train {input.captions} {input.vocab} {input.table} {input.lengths} {input.features}"
-        " --settings {params.settings:q} --model {output.model} --log-csv {output.log_csv} --curves {output.curves}"
-        " --checkpoint {params.checkpoint} --seed {params.seed} --threads {threads} --device {params.device}"
-        " --gpus {resources.gpu} --processes {params.processes} > {log} 2>&1"
+        "sat train {input.captions:q} {input.vocab:q} {input.table:q} {input.lengths:q} {input.features:q}"
+        " --settings {params.settings:q} --model {output.model:q} --log-csv {output.log_csv:q} --curves {output.curves:q}"
+        " --checkpoint {params.checkpoint:q} --seed {params.seed} --threads {threads} --device {params.device:q}"
+        " --gpus {resources.gpu} --processes {params.processes} > {log:q} 2>&1"
