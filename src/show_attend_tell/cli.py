@@ -162,13 +162,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, func: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
+    def command(name: str, func: Callable[[argparse.Namespace], None], help: str,
+                *paths: str) -> argparse.ArgumentParser:
+        """A subcommand; ``paths`` are its positional file arguments, in order."""
         s = sub.add_parser(name, help=help, description=help)
         s.set_defaults(func=func)
+        for path in paths:
+            s.add_argument(path)
         return s
 
-    s = command("demo", _demo, "generate the offline demo dataset (images, Karpathy JSON, object boxes)")
-    s.add_argument("out")
+    s = command("demo", _demo, "generate the offline demo dataset (images, Karpathy JSON, object boxes)", "out")
     s.add_argument("--train", type=int, required=True)
     s.add_argument("--val", type=int, required=True)
     s.add_argument("--test", type=int, required=True)
@@ -181,38 +184,28 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--md5", type=_optional_str, default=None)
     s.add_argument("--retries", type=int, default=5)
 
-    s = command("extract", _extract, "extract a zip or tar archive into a folder, atomically")
-    s.add_argument("archive")
-    s.add_argument("dest")
+    s = command("extract", _extract, "extract a zip or tar archive into a folder, atomically", "archive", "dest")
 
-    s = command("prepare", _prepare, "captions JSON + images -> captions.csv and images.csv")
-    s.add_argument("captions_json")
-    s.add_argument("captions_csv")
-    s.add_argument("images_csv")
+    s = command("prepare", _prepare, "captions JSON + images -> captions.csv and images.csv",
+                "captions_json", "captions_csv", "images_csv")
     s.add_argument("--image-dirs", nargs="+", required=True)
     s.add_argument("--tokenizer", default="words")
     s.add_argument("--restval", default="train", choices=["train", "drop"])
     s.add_argument("--bad-images", default="error", choices=["error", "skip"])
     s.add_argument("--threads", type=int, default=2)
 
-    s = command("vocab", _vocab, "captions.csv -> vocab.csv (most frequent train words + specials)")
-    s.add_argument("captions_csv")
-    s.add_argument("vocab_csv")
+    s = command("vocab", _vocab, "captions.csv -> vocab.csv (most frequent train words + specials)",
+                "captions_csv", "vocab_csv")
     s.add_argument("--size", type=int, default=10000)
 
-    s = command("encode", _encode, "captions.csv + vocab.csv -> captions.h5 (token ids)")
-    s.add_argument("captions_csv")
-    s.add_argument("vocab_csv")
-    s.add_argument("captions_h5")
+    s = command("encode", _encode, "captions.csv + vocab.csv -> captions.h5 (token ids)",
+                "captions_csv", "vocab_csv", "captions_h5")
     s.add_argument("--max-length", type=_optional_int, default=None)
 
-    s = command("lengths", _lengths, "captions.h5 -> lengths.json (train caption length -> caption indices)")
-    s.add_argument("captions_h5")
-    s.add_argument("lengths_json")
+    s = command("lengths", _lengths, "captions.h5 -> lengths.json (train caption length -> caption indices)",
+                "captions_h5", "lengths_json")
 
-    s = command("features", _features, "images.csv -> CNN annotation vectors in HDF5")
-    s.add_argument("images_csv")
-    s.add_argument("out")
+    s = command("features", _features, "images.csv -> CNN annotation vectors in HDF5", "images_csv", "out")
     s.add_argument("--encoder", required=True)
     s.add_argument("--layer", type=_optional_str, default=None)
     s.add_argument("--image-size", type=int, default=224)
@@ -226,17 +219,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--shard", type=_shard, default=None, metavar="K/N",
                    help="encode only the K-th of N equal ranges of images (separate jobs; then merge-features)")
 
-    s = command("merge-features", _merge_features, "merge complete feature shards into one features file")
-    s.add_argument("images_csv")
-    s.add_argument("out")
+    s = command("merge-features", _merge_features, "merge complete feature shards into one features file",
+                "images_csv", "out")
     s.add_argument("shards", nargs="+")
 
-    s = command("train", _train, "train a soft or hard attention captioner; resumes from its checkpoint")
-    s.add_argument("captions_h5")
-    s.add_argument("vocab_csv")
-    s.add_argument("captions_csv")
-    s.add_argument("lengths_json")
-    s.add_argument("features_h5")
+    s = command("train", _train, "train a soft or hard attention captioner; resumes from its checkpoint",
+                "captions_h5", "vocab_csv", "captions_csv", "lengths_json", "features_h5")
     s.add_argument("--settings", required=True, help="training settings as a JSON object (config key `train`)")
     s.add_argument("--model", required=True, help="output: the selected model (.pt)")
     s.add_argument("--log-csv", required=True, help="output: one row per epoch")
@@ -249,12 +237,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--processes", type=int, default=1,
                    help="data-parallel training processes (one per GPU; gloo on the CPU): >1 relaunches under torchrun")
 
-    s = command("decode", _decode, "caption a split's images by batched beam search: COCO results JSON + attention")
-    s.add_argument("model")
-    s.add_argument("features_h5")
-    s.add_argument("images_csv")
-    s.add_argument("results_json")
-    s.add_argument("attention_h5")
+    s = command("decode", _decode, "caption a split's images by batched beam search: COCO results JSON + attention",
+                "model", "features_h5", "images_csv", "results_json", "attention_h5")
     s.add_argument("--split", default="test")
     s.add_argument("--beam-size", type=int, default=3)
     s.add_argument("--max-length", type=int, default=30)
@@ -263,26 +247,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--device", default="auto")
 
-    s = command("evaluate", _evaluate, "score a COCO results JSON: BLEU-1..4, METEOR, ROUGE-L, CIDEr, paper BLEU")
-    s.add_argument("results_json")
-    s.add_argument("captions_csv")
-    s.add_argument("metrics_csv")
+    s = command("evaluate", _evaluate, "score a COCO results JSON: BLEU-1..4, METEOR, ROUGE-L, CIDEr, paper BLEU",
+                "results_json", "captions_csv", "metrics_csv")
     s.add_argument("--split", default="test")
 
-    s = command("figures", _figures, "attention figures (one panel per word) of a decoded split's first images")
-    s.add_argument("attention_h5")
-    s.add_argument("images_csv")
-    s.add_argument("out_dir")
+    s = command("figures", _figures, "attention figures (one panel per word) of a decoded split's first images",
+                "attention_h5", "images_csv", "out_dir")
     s.add_argument("--count", type=int, default=4)
 
-    s = command("grounding", _grounding, "demo set: naming accuracy and pointing game from the object boxes")
-    s.add_argument("attention_h5")
-    s.add_argument("objects_json")
-    s.add_argument("out_csv")
+    s = command("grounding", _grounding, "demo set: naming accuracy and pointing game from the object boxes",
+                "attention_h5", "objects_json", "out_csv")
 
-    s = command("table1", _table1, "the paper's Table 1 beside ours, as CSV and Markdown (printed)")
-    s.add_argument("out_csv")
-    s.add_argument("out_md")
+    s = command("table1", _table1, "the paper's Table 1 beside ours, as CSV and Markdown (printed)",
+                "out_csv", "out_md")
     s.add_argument("--row", nargs=6, action="append", required=True,
                    metavar=("DATASET", "MODEL", "METRICS_CSV", "ATTENTION_H5", "TRAIN_LOG_CSV", "GROUNDING_CSV"),
                    help="one per row; GROUNDING_CSV is - where there is none")
