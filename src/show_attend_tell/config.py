@@ -26,8 +26,8 @@ def _key(path: Any) -> str:
 
 
 # The one definition of every setting: type, range and meaning (the workflow checks its config with it,
-# the `sat` commands their own settings).
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# the `sat` commands their own settings). It ships inside the package; workflow/schemas/ links to it.
+SCHEMA = Path(__file__).resolve().parent / "config.schema.yaml"
 
 
 def _problems(values: Any, schema: dict) -> list[str]:
