@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from show_attend_tell.config import check, load_yaml, train_settings
+from show_attend_tell.config import merge, check, load_yaml, train_settings
 from show_attend_tell.train import Settings
 from show_attend_tell.errors import SatError
 
@@ -23,7 +23,8 @@ def test_the_shipped_config_is_valid_and_resolves_presets(config):
     assert set(datasets) == {"demo", "flickr8k", "flickr30k", "coco"}
     assert datasets["demo"]["source"] == "demo"
     assert datasets["flickr8k"]["vocab_size"] == 10000
-    assert datasets["flickr8k"]["train"]["optimizer"] == "rmsprop"
+    assert datasets["flickr8k"]["train"]["optimizer"] == "adam"  # the CPU preset's (the paper's preset: rmsprop)
+    assert datasets["flickr8k"]["features"]["encoder"] == "efficientnet_lite2"
     assert datasets["flickr8k"]["train"]["batch_size"] == 64
     assert datasets["coco"]["train"]["optimizer"] == "adam"
     assert datasets["flickr30k"]["train"]["optimizer"] == "adam"
@@ -36,10 +37,18 @@ def test_a_model_entry_overrides_the_dataset_preset_which_overrides_the_defaults
     datasets = check(config, SCHEMA)
     soft, hard = (train_settings(config, datasets, "flickr8k", m) for m in ("soft", "hard"))
     assert soft["attention"] == "soft" and hard["attention"] == "hard"
-    assert soft["optimizer"] == hard["optimizer"] == "rmsprop"
-    assert soft["alpha_c"] == 1.0 and hard["alpha_c"] == 0.0
+    assert soft["optimizer"] == hard["optimizer"] == "adam"
+    assert soft["alpha_c"] == 0.1 and hard["alpha_c"] == 0.0
     assert train_settings(config, datasets, "coco", "soft")["hidden_dim"] == 1800
     Settings.from_config(soft)  # every resolved key is a training setting
+
+
+def test_the_papers_preset_is_one_configfile_away(config):
+    paper = merge(config, load_yaml(REPO / "workflow" / "presets" / "paper_vgg19.yaml"))
+    datasets = check(paper, SCHEMA)
+    soft = train_settings(paper, datasets, "flickr8k", "soft")
+    assert datasets["flickr8k"]["features"]["encoder"] == "vgg19" and datasets["flickr8k"]["features"]["layer"] == "conv5_4"
+    assert (soft["optimizer"], soft["hidden_dim"], soft["embed_dim"]) == ("rmsprop", 1800, 512)
 
 
 def test_the_schema_documents_every_training_setting():

@@ -60,12 +60,12 @@ def check_section(values: Any, section: str, what: str) -> None:
         raise SatError(f"invalid {what} (see {SCHEMA.name}, {section}): " + "; ".join(problems))
 
 
-def _merge(base: dict, override: dict) -> dict:
+def merge(base: dict, override: dict) -> dict:
     """``base`` updated recursively by ``override`` (nested dicts merge, other values replace)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -75,7 +75,7 @@ def datasets(config: dict) -> dict[str, dict]:
     """Each dataset's settings with ``defaults`` filled in, checked for consistency across keys."""
     resolved = {}
     for name, spec in config["datasets"].items():
-        ds = _merge(config["defaults"], spec)
+        ds = merge(config["defaults"], spec)
         ds.setdefault("source", "karpathy")
         if ds["source"] == "karpathy":
             _check_sources(config, name, ds)
@@ -103,7 +103,7 @@ def _check_sources(config: dict, name: str, ds: dict) -> None:
 
 def train_settings(config: dict, datasets: dict[str, dict], dataset: str, model: str) -> dict:
     """The training settings of ``model`` on ``dataset``: the dataset's `train` keys, then the model's own."""
-    return _merge(datasets[dataset]["train"], config["models"][model])
+    return merge(datasets[dataset]["train"], config["models"][model])
 
 
 def check(config: dict, schema_path: str | Path) -> dict[str, dict]:

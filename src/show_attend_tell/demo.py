@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 from .atomic import atomic_output, remove
 from .errors import SatError
 from .progress import progress_bar
+from .text import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -334,23 +335,6 @@ def _captions(rng: np.random.Generator, objects: list[dict]) -> list[str]:
     raise RuntimeError(f"could not write {CAPTIONS_PER_IMAGE} distinct captions for {objects}")  # pragma: no cover
 
 
-def _tokens(raw: str) -> list[str]:
-    """Lower-cased runs of letters and digits, as Karpathy's ``tokens``."""
-    out, word = [], []
-    for ch in raw.lower():
-        if ch.isascii() and ch.isalnum():
-            word.append(ch)
-        elif word:
-            out.append("".join(word))
-            word = []
-    if word:
-        out.append("".join(word))
-    return out
-
-
-# --------------------------------------------------------------------------------------------- generate
-
-
 def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise SatError(f"demo: {name} must be an integer, got {value!r}")
@@ -390,7 +374,7 @@ def generate(out_dir: str | Path, n_train: int, n_val: int, n_test: int, *, imag
             images.append({
                 "filename": filename, "filepath": "images", "imgid": index, "split": splits[index],
                 "sentids": sentids,
-                "sentences": [{"raw": raw, "tokens": _tokens(raw), "imgid": index, "sentid": sid}
+                "sentences": [{"raw": raw, "tokens": tokenize(raw), "imgid": index, "sentid": sid}
                               for raw, sid in zip(_captions(rng, objects), sentids)],
             })
             boxes[filename] = [{k: o[k] for k in ("shape", "colour", "size", "bbox")} for o in objects]

@@ -31,7 +31,7 @@ from .atomic import atomic_output
 from .devices import resolve_device
 from .errors import SatError
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 COLUMNS = ("image_index", "image_id", "split", "file", "path")
 RESAMPLE = Image.Resampling.BILINEAR
@@ -170,9 +170,9 @@ def _resume_point(partial: Path, attrs: dict) -> int:
     except OSError:  # unreadable, e.g. killed while HDF5 metadata was half written
         same, n_done = False, 0
     if same and n_done > 0:
-        LOG.info("resuming %s: %d of %d images already done", partial, n_done, attrs["n_images"])
+        log.info("resuming %s: %d of %d images already done", partial, n_done, attrs["n_images"])
         return n_done
-    LOG.info("discarding %s: written with other settings or nothing done", partial)
+    log.info("discarding %s: written with other settings or nothing done", partial)
     partial.unlink()
     return 0
 
@@ -328,7 +328,7 @@ def merge_shards(images_csv: str | Path, shards: list[str | Path], out: str | Pa
                     stop = min(hi, start + 1024)
                     f["features"][start:stop] = shard["features"][start - lo : stop - lo]
         f.attrs["n_done"] = len(rows)
-    LOG.info("merged %d shards into %s (%d images)", len(pieces), out, len(rows))
+    log.info("merged %d shards into %s (%d images)", len(pieces), out, len(rows))
     return Path(out)
 
 
@@ -361,4 +361,4 @@ def _encode_into(
             bar.update(stop - done)
             done = stop
     n, seconds = done - start, time.perf_counter() - t0
-    LOG.info("encoded %d images in %.1f s: %.1f images/s on %s", n, seconds, n / seconds, device)
+    log.info("encoded %d images in %.1f s: %.1f images/s on %s", n, seconds, n / seconds, device)
