@@ -101,6 +101,47 @@ def _check_sources(config: dict, name: str, ds: dict) -> None:
             raise SatError(f"{key}: archive {archive!r} is not listed under `archives`")
 
 
+ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar", ".zip")
+
+
+def stem(archive: str) -> str:
+    """Folder name an archive is extracted to: its file name without the archive suffix."""
+    for suffix in ARCHIVE_SUFFIXES:
+        if archive.endswith(suffix):
+            return archive[: -len(suffix)]
+    return archive
+
+
+def sources(ds: dict, data_dir: str) -> dict[str, Any]:
+    """Where a dataset's captions and images come from, resolved once for the rules.
+
+    ``captions_source`` / ``image_sources``: what the prepare stage depends on (the generated demo folder,
+    extracted archive folders, or the user's own files and folders); ``captions_json`` / ``image_dirs``:
+    the Karpathy JSON itself and the folders searched for each image.
+    """
+    def extracted(archive: str) -> str:
+        return f"{data_dir}/extracted/{stem(archive)}"
+
+    if ds["source"] == "demo":
+        demo = f"{data_dir}/demo"
+        return {"captions_source": demo, "captions_json": f"{demo}/dataset_demo.json", "image_dirs": [demo],
+                "image_sources": [demo]}
+    captions, images = ds["captions"], ds["images"]
+    if "file" in captions:
+        captions_source = captions_json = captions["file"]
+    else:
+        captions_source = extracted(captions["archive"])
+        captions_json = f"{captions_source}/{captions['member']}"
+    if images.get("dirs"):
+        image_dirs = image_sources = list(images["dirs"])
+    else:
+        image_sources = [extracted(a) for a in images["archives"]]
+        folder = images.get("folder", "")
+        image_dirs = [f"{d}/{folder}" if folder else d for d in image_sources]
+    return {"captions_source": captions_source, "captions_json": captions_json, "image_dirs": image_dirs,
+            "image_sources": image_sources}
+
+
 def train_settings(config: dict, datasets: dict[str, dict], dataset: str, model: str) -> dict:
     """The training settings of ``model`` on ``dataset``: the dataset's `train` keys, then the model's own."""
     return merge(datasets[dataset]["train"], config["models"][model])

@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from show_attend_tell.config import check, train_settings
+from show_attend_tell.config import check, sources, stem, train_settings
 from show_attend_tell.errors import SatError
 
 # Rules call the `sat` command installed beside the Python that runs Snakemake (a venv need not be active).
@@ -21,7 +21,6 @@ RESULTS = config["results"]
 DATA = config["data_dir"]
 ENV = "../../envs/sat.yaml"
 TRAIN_OUTPUTS = ("model.pt", "train_log.csv", "curves.png")
-ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar", ".zip")
 
 
 wildcard_constraints:
@@ -31,60 +30,8 @@ wildcard_constraints:
     split="train|val|test",
 
 
-def stem(archive: str) -> str:
-    """Folder name an archive is extracted to: its file name without the archive suffix."""
-    for suffix in ARCHIVE_SUFFIXES:
-        if archive.endswith(suffix):
-            return archive[: -len(suffix)]
-    return archive
-
-
 STEMS = {stem(name): name for name in config["archives"]}
-
-
-def extracted(archive: str) -> str:
-    return f"{DATA}/extracted/{stem(archive)}"
-
-
-def captions_source(wildcards) -> str:
-    """What the captions JSON comes from: the generated demo folder, an extracted archive folder, or a file."""
-    ds = DATASETS[wildcards.dataset]
-    if ds["source"] == "demo":
-        return f"{DATA}/demo"
-    if "file" in ds["captions"]:
-        return ds["captions"]["file"]
-    return extracted(ds["captions"]["archive"])
-
-
-def captions_json(wildcards) -> str:
-    """The Karpathy-schema JSON itself."""
-    ds = DATASETS[wildcards.dataset]
-    if ds["source"] == "demo":
-        return f"{DATA}/demo/dataset_demo.json"
-    if "file" in ds["captions"]:
-        return ds["captions"]["file"]
-    return os.path.join(extracted(ds["captions"]["archive"]), ds["captions"]["member"])
-
-
-def image_dirs(wildcards) -> list[str]:
-    """Folders searched, in order, for each image's <filepath>/<filename>."""
-    ds = DATASETS[wildcards.dataset]
-    if ds["source"] == "demo":
-        return [f"{DATA}/demo"]
-    if ds["images"].get("dirs"):
-        return ds["images"]["dirs"]
-    folder = ds["images"].get("folder", "")
-    return [os.path.join(extracted(a), folder) if folder else extracted(a) for a in ds["images"]["archives"]]
-
-
-def image_sources(wildcards) -> list[str]:
-    """What the image folders come from: extracted archive folders (built by rules) or the user's folders."""
-    ds = DATASETS[wildcards.dataset]
-    if ds["source"] == "demo":
-        return [f"{DATA}/demo"]
-    if ds["images"].get("dirs"):
-        return ds["images"]["dirs"]
-    return [extracted(a) for a in ds["images"]["archives"]]
+SOURCES = {name: sources(ds, DATA) for name, ds in DATASETS.items()}
 
 
 def features_settings(wildcards) -> dict:
@@ -157,8 +104,8 @@ def table1_rows(wildcards, input) -> list[str]:
     for dataset in config["run"]:
         for model in config["models"]:
             key = f"{dataset}_{model}"
-            rows += ["--row", dataset, model, input[key + "_metrics"], input[key + "_attention"],
-                     input[key + "_train_log"], input.get(f"{key}_grounding", "-")]
+            rows += ["--row", dataset, model, *(input[f"{key}_{part}"] for part in ("metrics", "attention", "train_log")),
+                     input.get(f"{key}_grounding", "-")]
     return rows
 
 

@@ -28,8 +28,8 @@ rule fetch:
     output:
         f"{DATA}/archives/{{archive}}",
     params:
-        url=lambda wc: config["archives"][wc.archive]["url"],
-        md5=lambda wc: config["archives"][wc.archive]["md5"],
+        url=lookup(dpath="archives/{archive}/url", within=config),
+        md5=lookup(dpath="archives/{archive}/md5", within=config),
     log:
         f"{RESULTS}/logs/fetch/{{archive}}.log",
     benchmark:

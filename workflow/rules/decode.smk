@@ -11,7 +11,7 @@ rule decode:
         captions=f"{RESULTS}/{{dataset}}/{{model}}/captions_{{split}}.json",
         attention=f"{RESULTS}/{{dataset}}/{{model}}/attention_{{split}}.h5",
     params:
-        d=lambda wc: DATASETS[wc.dataset]["decode"],
+        d=lookup(dpath="{dataset}/decode", within=DATASETS),
         device=config["device"],
     log:
         f"{RESULTS}/logs/{{dataset}}/decode_{{model}}_{{split}}.log",

@@ -7,7 +7,7 @@ rule features:
     features_shard: the same for the k-th (from 0) of n ranges of images, split at batch boundaries; deleted once merged."""
     input:
         images=f"{RESULTS}/{{dataset}}/images.csv",
-        sources=image_sources,
+        sources=lookup(dpath="{dataset}/image_sources", within=SOURCES),
     output:
         f"{RESULTS}/{{dataset}}/features/{{encoder}}.h5",
     wildcard_constraints:

@@ -4,17 +4,17 @@
 rule prepare:
     """Karpathy JSON + images -> captions.csv (one row per caption) and images.csv (one per usable image)."""
     input:
-        captions=captions_source,
-        images=image_sources,
+        captions=lookup(dpath="{dataset}/captions_source", within=SOURCES),
+        images=lookup(dpath="{dataset}/image_sources", within=SOURCES),
     output:
         captions=f"{RESULTS}/{{dataset}}/captions.csv",
         images=f"{RESULTS}/{{dataset}}/images.csv",
     params:
-        json=captions_json,
-        dirs=image_dirs,
-        tokenizer=lambda wc: DATASETS[wc.dataset]["tokenizer"],
-        restval=lambda wc: DATASETS[wc.dataset]["restval"],
-        bad_images=lambda wc: DATASETS[wc.dataset]["bad_images"],
+        json=lookup(dpath="{dataset}/captions_json", within=SOURCES),
+        dirs=lookup(dpath="{dataset}/image_dirs", within=SOURCES),
+        tokenizer=lookup(dpath="{dataset}/tokenizer", within=DATASETS),
+        restval=lookup(dpath="{dataset}/restval", within=DATASETS),
+        bad_images=lookup(dpath="{dataset}/bad_images", within=DATASETS),
     log:
         f"{RESULTS}/logs/{{dataset}}/prepare.log",
     benchmark:
@@ -38,7 +38,7 @@ rule vocab:
     output:
         f"{RESULTS}/{{dataset}}/vocab.csv",
     params:
-        size=lambda wc: DATASETS[wc.dataset]["vocab_size"],
+        size=lookup(dpath="{dataset}/vocab_size", within=DATASETS),
     log:
         f"{RESULTS}/logs/{{dataset}}/vocab.log",
     benchmark:
@@ -61,7 +61,7 @@ rule encode:
     output:
         f"{RESULTS}/{{dataset}}/captions.h5",
     params:
-        max_length=lambda wc: DATASETS[wc.dataset]["max_length"],
+        max_length=lookup(dpath="{dataset}/max_length", within=DATASETS),
     log:
         f"{RESULTS}/logs/{{dataset}}/encode.log",
     benchmark:
