@@ -72,7 +72,7 @@ def test_a_checkpoint_carrying_code_is_refused_without_running_it(stages, tmp_pa
     assert not marker.exists() and not (tmp_path / "model.pt").exists()
 
 
-def test_training_that_completes_no_epoch_writes_no_model(stages, tmp_path):
-    with pytest.raises(SatError, match="before any epoch was completed"):
+def test_training_that_would_complete_no_epoch_is_refused_and_writes_no_model(stages, tmp_path):
+    with pytest.raises(SatError, match="max_epochs: 0 is less than the minimum of 1"):
         run(stages, tmp_path, max_epochs=0)
     assert not (tmp_path / "model.pt").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -64,23 +66,22 @@ def test_an_unknown_precision_is_named():
 
 def test_the_real_probe_here_picks_the_faster_of_what_it_measured():
     """On this machine, timing a real matmul-heavy step: the choice is never the slower measurement."""
-    measured = {}
+    measured: dict[str, list[float]] = {}
 
     def probe(name):
         a = torch.randn(256, 512)
         b = torch.randn(512, 512)
         with precision.autocast(CPU, name):
-            import time
-
             t0 = time.perf_counter()
             for _ in range(20):
                 a @ b
-            measured[name] = time.perf_counter() - t0
-        return measured[name]
+            measured.setdefault(name, []).append(time.perf_counter() - t0)
+        return measured[name][-1]
 
     chosen = precision.choose("auto", CPU, probe)
-    if measured:  # native bfloat16 here: both were timed
-        assert measured[chosen] <= min(measured.values()) * precision.MIN_SPEEDUP
+    if measured:  # native bfloat16 here: both were timed, and each is judged by its best time
+        best = {name: min(times) for name, times in measured.items()}
+        assert best[chosen] <= min(best.values()) * precision.MIN_SPEEDUP
     else:
         assert chosen == "float32" and not precision.native_bfloat16("cpu")
 
