@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import FLICKR8K_SAMPLE
 
-from show_attend_tell.download import extract, fetch, md5sum
+from show_attend_tell.download import fetch, md5sum, unpack
 from show_attend_tell.errors import SatError
 
 FAST = {"backoff": 0.01, "timeout": 10.0, "progress": False}
@@ -392,7 +392,7 @@ def test_md5sum_streams_a_file(tmp_path):
 def test_extracts_zip_and_tar_archives_whole(tmp_path, name, maker):
     archive = maker(tmp_path / name, MEMBERS)
 
-    assert extract(archive, tmp_path / "out", progress=False) == tmp_path / "out"
+    assert unpack(archive, tmp_path / "out", progress=False) == tmp_path / "out"
 
     assert tree(tmp_path / "out") == MEMBERS
     assert not (tmp_path / "out.partial").exists()
@@ -402,7 +402,7 @@ def test_a_stale_partial_folder_from_a_killed_run_is_discarded(tmp_path):
     (tmp_path / "out.partial").mkdir()
     (tmp_path / "out.partial" / "junk.txt").write_text("half-written")
 
-    extract(make_zip(tmp_path / "a.zip", MEMBERS), tmp_path / "out", progress=False)
+    unpack(make_zip(tmp_path / "a.zip", MEMBERS), tmp_path / "out", progress=False)
 
     assert tree(tmp_path / "out") == MEMBERS
 
@@ -418,7 +418,7 @@ def test_a_truncated_or_foreign_archive_is_named_corrupt_and_leaves_no_folder(tm
     path = archive(tmp_path)
 
     with pytest.raises(SatError, match="corrupt or truncated .*delete it and run again") as err:
-        extract(path, tmp_path / "out", progress=False)
+        unpack(path, tmp_path / "out", progress=False)
 
     assert str(path) in str(err.value)
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
@@ -433,7 +433,7 @@ def test_a_zip_member_with_a_bad_crc_is_named_corrupt(tmp_path):
     archive.write_bytes(bytes(raw))
 
     with pytest.raises(SatError, match="corrupt or truncated .*CRC"):
-        extract(archive, tmp_path / "out", progress=False)
+        unpack(archive, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 
 
@@ -442,7 +442,7 @@ def test_a_zip_member_escaping_the_destination_is_refused(tmp_path, member):
     archive = make_zip(tmp_path / "a.zip", {"ok.txt": b"ok", member: b"evil"})
 
     with pytest.raises(SatError, match="refusing"):
-        extract(archive, tmp_path / "x" / "out", progress=False)
+        unpack(archive, tmp_path / "x" / "out", progress=False)
 
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "x" / "evil.txt").exists()
     assert not (tmp_path / "x" / "out").exists() and not (tmp_path / "x" / "out.partial").exists()
@@ -452,7 +452,7 @@ def test_a_tar_member_escaping_the_destination_is_refused(tmp_path):
     archive = make_tar(tmp_path / "a.tar.gz", {"ok.txt": b"ok", "../evil.txt": b"evil"})
 
     with pytest.raises(SatError, match="refusing"):
-        extract(archive, tmp_path / "x" / "out", progress=False)
+        unpack(archive, tmp_path / "x" / "out", progress=False)
 
     assert not (tmp_path / "x" / "evil.txt").exists()
     assert not (tmp_path / "x" / "out").exists() and not (tmp_path / "x" / "out.partial").exists()
@@ -466,13 +466,13 @@ def test_a_tar_symlink_pointing_outside_is_refused(tmp_path):
         t.addfile(link)
 
     with pytest.raises(SatError, match="refusing"):
-        extract(archive, tmp_path / "out", progress=False)
+        unpack(archive, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
 
 
 def test_a_missing_archive_is_an_error(tmp_path):
     with pytest.raises(SatError, match="not found"):
-        extract(tmp_path / "nope.zip", tmp_path / "out", progress=False)
+        unpack(tmp_path / "nope.zip", tmp_path / "out", progress=False)
 
 
 # --- the real Flickr8k sample ------------------------------------------------------------------------------
@@ -484,7 +484,7 @@ def test_real_flickr8k_text_archive_downloads_and_extracts(tmp_path, range_serve
 
     archive = fetch(server.url("Flickr8k_text.zip"), tmp_path / "Flickr8k_text.zip",
                     "dfa01f98751df96c8f280831c7243b0e", **FAST)
-    out = extract(archive, tmp_path / "Flickr8k_text", progress=False)
+    out = unpack(archive, tmp_path / "Flickr8k_text", progress=False)
 
     tokens = (out / "Flickr8k.token.txt").read_text().splitlines()
     assert tokens and all("#" in line.split("\t")[0] for line in tokens)

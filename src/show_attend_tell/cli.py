@@ -30,9 +30,9 @@ def _fetch(a: argparse.Namespace) -> None:
 
 
 def _extract(a: argparse.Namespace) -> None:
-    from .download import extract
+    from .download import unpack
 
-    extract(a.archive, a.dest, progress=a.progress)
+    unpack(a.archive, a.dest, progress=a.progress)
 
 
 def _prepare(a: argparse.Namespace) -> None:
@@ -126,9 +126,9 @@ def _figures(a: argparse.Namespace) -> None:
 
 
 def _grounding(a: argparse.Namespace) -> None:
-    from .grounding import evaluate
+    from .grounding import score_split
 
-    evaluate(a.attention_h5, a.objects_json, a.out_csv)
+    score_split(a.attention_h5, a.objects_json, a.out_csv)
 
 
 def _table1(a: argparse.Namespace) -> None:

@@ -122,7 +122,7 @@ def md5sum(path: str | os.PathLike, progress: bool = False) -> str:
     return digest.hexdigest()
 
 
-def extract(archive: str | os.PathLike, dest_dir: str | os.PathLike, progress: bool = True) -> Path:
+def unpack(archive: str | os.PathLike, dest_dir: str | os.PathLike, progress: bool = True) -> Path:
     """Extract a zip or tar (plain, gz, bz2, xz) archive into ``dest_dir``, all or nothing.
 
     Members are written to ``dest_dir.partial`` and renamed into place at the end, so an interrupted

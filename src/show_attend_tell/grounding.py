@@ -62,7 +62,7 @@ def measure(captions: dict[str, list[str]], alphas: dict[str, np.ndarray], objec
     return Grounding(n, named_right / n if n else 0.0, hits / pointed if pointed else 0.0, pointed)
 
 
-def evaluate(attention_h5: str | Path, objects_json: str | Path, out_csv: str | Path) -> Grounding:
+def score_split(attention_h5: str | Path, objects_json: str | Path, out_csv: str | Path) -> Grounding:
     """Grounding of a decoded demo split, as a one-row CSV."""
     with open(objects_json, encoding="utf-8") as f:
         objects = json.load(f)
