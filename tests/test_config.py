@@ -104,3 +104,20 @@ def test_local_files_and_folders_replace_archives(config):
     config["datasets"]["flickr30k"] = {"captions": {"file": "/data/dataset_flickr30k.json"},
                                        "images": {"dirs": ["/data/flickr30k-images"]}}
     assert check(config, SCHEMA)["flickr30k"]["images"]["dirs"] == ["/data/flickr30k-images"]
+
+
+def test_nested_command_line_values_are_read_as_the_schema_types_them(config):
+    """snakemake --config 'datasets={coco: {features: {shards: 8}}}' leaves nested values as strings."""
+    config["datasets"]["coco"]["features"] = {"shards": "8"}
+    config["defaults"]["train"].update(dropout="0.3", clip_norm="null", val_images="~")
+    datasets = check(config, SCHEMA)
+    assert datasets["coco"]["features"]["shards"] == 8
+    coco = datasets["coco"]["train"]
+    assert coco["dropout"] == 0.3 and coco["clip_norm"] is None and coco["val_images"] is None
+    assert config["datasets"]["coco"]["features"]["shards"] == 8  # the rules read config itself
+
+
+def test_a_string_that_is_not_of_the_wanted_type_is_still_named(config):
+    config["datasets"]["coco"]["features"] = {"shards": "eight"}
+    with pytest.raises(SatError, match="datasets.coco.features.shards: 'eight' is not of type 'integer'"):
+        check(config, SCHEMA)

@@ -147,7 +147,35 @@ def train_settings(config: dict, datasets: dict[str, dict], dataset: str, model:
     return merge(datasets[dataset]["train"], config["models"][model])
 
 
+def coerce(value: Any, schema: dict, root: dict) -> Any:
+    """``value`` with strings turned into the numbers, booleans or nulls that ``schema`` asks for.
+
+    Snakemake's ``--config key=value`` parses only the top level: in ``datasets={coco: {features:
+    {shards: 8}}}`` the 8 stays the string "8". Only a string that reads exactly as the wanted type is
+    changed; anything else is left for validation to name.
+    """
+    while "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    if isinstance(value, dict):
+        extra = schema.get("additionalProperties")
+        return {k: coerce(v, schema.get("properties", {}).get(k) or (extra if isinstance(extra, dict) else {}), root)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [coerce(v, schema.get("items", {}), root) for v in value]
+    if isinstance(value, str):
+        types = schema.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        parsed = yaml.safe_load(value) if value.strip() else value
+        wanted = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
+        for name in types:
+            if name in wanted and isinstance(parsed, wanted[name]) and not (name != "boolean" and parsed is True):
+                return parsed
+    return value
+
+
 def check(config: dict, schema_path: str | Path) -> dict[str, dict]:
-    """Validate ``config`` and return the resolved per-dataset settings."""
+    """Coerce and validate ``config`` (in place: the rules read it) and return the resolved per-dataset settings."""
+    schema = load_yaml(schema_path)
+    config.update(coerce(config, schema, schema))
     validate(config, schema_path)
     return datasets(config)
