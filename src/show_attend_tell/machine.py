@@ -6,25 +6,45 @@ in float32 and 80x in bfloat16), so every benchmark prints :func:`describe` with
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from pathlib import Path
 
 import torch
 
-from .precision import native_bfloat16
-
 PEAK_SHAPE = (1280, 2048, 2048)  # (m, k, n) of the matmul timed for the peak
 
 
-def cpu_model() -> str:
+@functools.cache
+def _cpuinfo() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+        return Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:  # not Linux
+        return ""
+
+
+def cpu_model() -> str:
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+
+
+@functools.cache
+def native_bfloat16(device_type: str) -> bool:
+    """Whether ``device_type`` computes bfloat16 in hardware (CPU flags from /proc/cpuinfo; CUDA's own check).
+
+    Without /proc/cpuinfo there is no way to tell, so the emulated path is never risked.
+    """
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    flags = _cpuinfo().split()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device | str = "cpu", seconds: float = 1.0) -> float:
@@ -49,10 +69,9 @@ def matmul_peak(dtype: torch.dtype, device: torch.device | str = "cpu", seconds:
 def describe(device: torch.device | str = "cpu") -> dict[str, object]:
     """The machine, its threads and its float32 / bfloat16 matmul peaks (GFLOP/s), measured in this process."""
     device = torch.device(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     native = native_bfloat16(device.type)
     return {
-        "device": f"{device.type}: {name}",
+        "device": f"{device.type}: {device_name(device)}",
         "threads": torch.get_num_threads(),
         "native_bfloat16": native,
         "fp32_peak_gflops": matmul_peak(torch.float32, device),

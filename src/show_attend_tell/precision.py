@@ -15,7 +15,6 @@ config and seed must give the same artifacts on the same machine.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ import torch
 
 from .atomic import atomic_output
 from .errors import SatError
+from .machine import device_name, native_bfloat16
 
 log = logging.getLogger(__name__)
 
@@ -41,34 +41,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
-@functools.cache
-def native_bfloat16(device_type: str) -> bool:
-    """Whether ``device_type`` computes bfloat16 in hardware (CPU flags from /proc/cpuinfo; CUDA's own check)."""
-    if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split()
-    except OSError:  # not Linux: no way to tell, so never risk the emulated path
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def verdicts_file() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "show_attend_tell" / "precision.json"
 
 
 def _machine(device: torch.device) -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
-    return f"{device.type}: {name}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
-def _cpu_model() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").splitlines()
-    except OSError:
-        return "unknown cpu"
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown cpu")
+    return f"{device.type}: {device_name(device)}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def _read_verdicts(path: Path) -> dict[str, dict]:

@@ -198,8 +198,6 @@ def _start(captions_h5: str | Path, vocab_csv: str | Path, captions_csv: str | P
     """Read the data, build the model and optimizer, and choose the precision."""
     if threads:
         torch.set_num_threads(max(1, threads // world.local_size))
-    if settings.select_on not in validation.SELECT_ON:
-        raise SatError(f"unknown select_on {settings.select_on!r}; choose one of {', '.join(validation.SELECT_ON)}")
     captions = read_encoded(captions_h5, vocab_csv)
     # Every process holds its own copy: the node's budget is shared. Read per batch, the file's pages
     # are cached once by the OS for all of them.
@@ -239,22 +237,28 @@ def _choose_precision(settings: Settings, model: Captioner, by_length: dict[int,
                       device: torch.device) -> str:
     """``settings.precision``, or for auto what a probe of a training step on a random batch finds faster.
 
-    The batch has the median train caption length; a copy of the model is probed after one warm-up pass
-    in each precision, and the global random state is left as it was, so probing changes no result.
+    The probe (built only if ``precision.choose`` times anything) runs a copy of the model on a batch of the
+    median train caption length, after one warm-up pass in each precision; the global random state is left
+    as it was, so probing changes no result.
     """
-    if settings.precision != "auto" or not precision.native_bfloat16(device.type):
-        return precision.choose(settings.precision, device, lambda name: 0.0)
+    c = model.config
     length = int(statistics.median_low(np.repeat(list(by_length), [len(v) for v in by_length.values()])))
-    probe, c = copy.deepcopy(model).train(), model.config
+    workload = (f"train {c.attention} L={c.num_locations} D={c.feature_dim} m={c.embed_dim} n={c.hidden_dim} "
+                f"a={c.attention_dim} V={c.vocab_size} batch={settings.batch_size} words={length}")
+    ready: dict[str, Any] = {}
+
+    def probe(name: str) -> float:
+        if not ready:
+            ready["model"] = copy.deepcopy(model).train()
+            ready["batch"] = (torch.randn(settings.batch_size, c.num_locations, c.feature_dim, device=device),
+                              torch.randint(0, c.vocab_size, (settings.batch_size, length + 2), device=device),
+                              torch.ones(settings.batch_size, length + 1, device=device))
+        if name not in ready:  # the first pass in each precision warms up
+            ready[name] = _probe_step(ready["model"], ready["batch"], device, name)
+        return _probe_step(ready["model"], ready["batch"], device, name)
+
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        batch = (torch.randn(settings.batch_size, c.num_locations, c.feature_dim, device=device),
-                 torch.randint(0, c.vocab_size, (settings.batch_size, length + 2), device=device),
-                 torch.ones(settings.batch_size, length + 1, device=device))
-        for name in ("float32", "bfloat16"):
-            _probe_step(probe, batch, device, name)
-        workload = (f"train {c.attention} L={c.num_locations} D={c.feature_dim} m={c.embed_dim} n={c.hidden_dim} "
-                    f"a={c.attention_dim} V={c.vocab_size} batch={settings.batch_size} words={length}")
-        return precision.choose("auto", device, lambda name: _probe_step(probe, batch, device, name), workload)
+        return precision.choose(settings.precision, device, probe, workload)
 
 
 def _fit(run: Run) -> Progress:
@@ -274,8 +278,6 @@ def _fit(run: Run) -> Progress:
             _end_epoch(run, state)
             checkpoint.save(run.checkpoint, run.fingerprint, run.model, run.optimizer, state, run.world)
     run.features.close()
-    if state.best_state is None:
-        raise SatError("training ended before any epoch was completed (max_epochs must be at least 1)")
     log.info("best epoch %d: validation %s %.4f", state.best_epoch + 1, s.select_on,
              abs(state.best_score) if s.select_on == "nll" else state.best_score)
     return state

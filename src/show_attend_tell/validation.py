@@ -22,7 +22,6 @@ from .errors import SatError
 from .metrics import token_scores
 from .model import Captioner
 
-SELECT_ON = ("cider", "bleu4", "nll")
 NLL_BATCH = 500  # validation captions per teacher-forced forward pass
 
 
