@@ -41,9 +41,9 @@ def _problems(values: Any, schema: dict) -> list[str]:
     return problems
 
 
-def validate(config: dict, schema_path: str | Path) -> None:
+def validate(config: dict, schema: dict) -> None:
     """Raise SatError naming every invalid key of ``config``."""
-    problems = _problems(config, load_yaml(schema_path))
+    problems = _problems(config, schema)
     if problems:
         raise SatError("invalid configuration (see workflow/schemas/config.schema.yaml):\n"
                        + "\n".join(f"  {p}" for p in problems))
@@ -177,5 +177,5 @@ def check(config: dict, schema_path: str | Path) -> dict[str, dict]:
     """Coerce and validate ``config`` (in place: the rules read it) and return the resolved per-dataset settings."""
     schema = load_yaml(schema_path)
     config.update(coerce(config, schema, schema))
-    validate(config, schema_path)
+    validate(config, schema)
     return datasets(config)
