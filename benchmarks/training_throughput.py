@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from show_attend_tell import objectives, precision
+from show_attend_tell import heap, objectives, precision
 from show_attend_tell.devices import resolve_device
 from show_attend_tell.machine import describe, summary
 from show_attend_tell.model import Captioner, ModelConfig
@@ -132,6 +132,8 @@ def main() -> None:
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if device.type == "cpu":
+        heap.keep_freed_memory()  # as training does
     host = describe(device)
     dims = dict(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, attention_dim=args.attention_dim, dropout=0.5)
     tokens_per_batch = args.batch_size * (args.words + 1)

@@ -200,12 +200,12 @@ def test_hard_attention_learning_rule_is_an_unbiased_estimate_of_the_exact_gradi
     feats, inputs = batch(b=1, t=2, seed=4)
     targets = torch.tensor([[3, 7]])
     exact = exact_gradient(model, feats, inputs, targets)
-    estimate = estimated_gradient(model, feats, inputs, targets, 40000, lambda_r=1.0, baseline=-4.8)
+    estimate = estimated_gradient(model, feats, inputs, targets, 40000, lambda_r=1.0, baseline=-2.4)
     assert distance(estimate, exact) < 0.05
     attention = ["att_score.weight", "att_features.weight", "att_features.bias"]
     assert distance(estimate, exact, attention) < 0.1
     # Without its REINFORCE term the rule gives the attention scores no gradient at all.
-    biased = estimated_gradient(model, feats, inputs, targets, 40000, lambda_r=0.0, baseline=-4.8)
+    biased = estimated_gradient(model, feats, inputs, targets, 40000, lambda_r=0.0, baseline=-2.4)
     assert "att_score.weight" not in biased or torch.all(biased["att_score.weight"] == 0)
     assert torch.linalg.norm(exact["att_score.weight"]) > 0.01
 
@@ -215,9 +215,23 @@ def test_hard_baseline_does_not_bias_the_estimate():
     feats, inputs = batch(b=1, t=2, seed=4)
     targets = torch.tensor([[3, 7]])
     exact = exact_gradient(model, feats, inputs, targets)
-    for baseline in (0.0, -10.0):
+    for baseline in (0.0, -5.0):
         estimate = estimated_gradient(model, feats, inputs, targets, 40000, lambda_r=1.0, baseline=baseline)
         assert distance(estimate, exact) < 0.1
+
+
+@pytest.mark.parametrize("words", [2, 5])
+def test_hard_baseline_is_per_word_so_a_caption_is_not_rewarded_for_its_length(words):
+    # A caption whose log-likelihood is exactly baseline x its words has reward 0: its sampled locations
+    # get no REINFORCE push, however long it is.
+    model = make("hard", hidden_dim=6, embed_dim=5, attention_dim=4)
+    feats, inputs = batch(b=1, t=words, seed=4)
+    targets, mask = torch.randint(0, V, (1, words)), torch.ones(1, words)
+    torch.manual_seed(0)
+    out = model(feats, inputs, sample_rows=torch.ones(1, dtype=torch.bool))
+    per_word = float(objectives.word_log_likelihood(out.logits, targets, mask)) / words
+    objectives.hard_objective(out, targets, mask, baseline=per_word, lambda_r=1.0, lambda_e=0.0).loss.backward()
+    assert torch.linalg.norm(model.att_score.weight.grad) < 1e-6
 
 
 def test_entropy_bonus_pushes_attention_towards_uniform():

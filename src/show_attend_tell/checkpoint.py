@@ -31,7 +31,7 @@ class Progress:
 
     epoch: int = 0  # the epoch under way (or next)
     step: int = 0  # batches of it already done
-    baseline: float | None = None  # hard attention: set from the first batch, then a moving average
+    baseline: float | None = None  # hard attention: set from the first batch, then a moving average (per word)
     best_score: float = -float("inf")  # the selection metric of the best epoch (higher is better)
     best_epoch: int = -1
     best_state: dict[str, torch.Tensor] | None = None

@@ -8,8 +8,6 @@ the ``.partial`` file it left, and the result is the same as an uninterrupted ru
 from __future__ import annotations
 
 import csv
-import ctypes
-import functools
 import hashlib
 import json
 import logging
@@ -26,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from . import __version__, encoders
+from . import __version__, encoders, heap
 from .atomic import atomic_output
 from .devices import resolve_device
 from .errors import SatError
@@ -91,7 +89,7 @@ class ImageFiles(Dataset):
 def prepare_encoder(name: str, layer: str | None, pretrained: bool, device: torch.device) -> nn.Module:
     """The frozen encoder on ``device`` in channels-last layout, which runs convolutions fastest on CPU and GPU."""
     if device.type == "cpu":
-        _keep_freed_heap_memory()
+        heap.keep_freed_memory()
     return encoders.build(name, layer, pretrained).to(device, memory_format=torch.channels_last)
 
 
@@ -101,39 +99,6 @@ def encode_batch(model: nn.Module, images: torch.Tensor, name: str, device: torc
     with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
         fmap = model(encoders.normalize(x, name))
     return fmap.flatten(2).transpose(1, 2).to(torch.float16)
-
-
-@functools.cache
-def _glibc() -> ctypes.CDLL | None:
-    """This process's C library when it is glibc, whose malloc the two functions below tune; else None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None)
-    return libc if hasattr(libc, "gnu_get_libc_version") else None
-
-
-def _keep_freed_heap_memory() -> None:
-    """Let glibc keep freed activation buffers instead of returning them to the OS.
-
-    By default every large tensor is a fresh mmap that the kernel must zero page by page; at batch 32
-    that page-faulting took half the CPU time of the forward pass and cut throughput 2-4x. The cost:
-    the process keeps its peak memory until it exits (or :func:`_release_free_heap_memory`).
-    """
-    if libc := _glibc():
-        m_trim_threshold, m_mmap_max = -1, -4
-        libc.mallopt(m_mmap_max, 0)  # no mmap for large blocks: take them from the heap...
-        libc.mallopt(m_trim_threshold, -1)  # ...and never shrink it
-
-
-def _release_free_heap_memory() -> None:
-    """Hand free heap memory back to the OS before forking workers, so the fork does not share it.
-
-    Pages shared with a forked child are copied on this process's first write to each: with the heap
-    kept by :func:`_keep_freed_heap_memory` (say from an earlier extraction) that stalled the first
-    batches for seconds.
-    """
-    if libc := _glibc():
-        libc.malloc_trim(0)
 
 
 def read_images_csv(path: str | Path) -> list[dict[str, str]]:
@@ -242,7 +207,7 @@ def extract(
         # Fork the workers before the model and its activations fill this process's memory: forked
         # later, every page of it would be copied on its first write after the fork (seconds of stalls).
         if workers:
-            _release_free_heap_memory()
+            heap.release_free_memory()
         batches = iter(loader)
         model = prepare_encoder(encoder, layer, pretrained, dev)
         with h5py.File(tmp, "r+" if start else "w") as f:

@@ -75,14 +75,19 @@ def hard_objective(
 
     d log p(y|s,a)/dW + lambda_r (log p(y|s,a) - b) d log p(s|a)/dW + lambda_e dH[s]/dW.
 
-    ``baseline`` None (the first batch) uses the batch's mean log-likelihood. The REINFORCE term applies to the captions whose locations were sampled; captions that used the
+    ``baseline`` is per word (None, the first batch: the batch's mean), so b = baseline x the caption's
+    words: batches hold captions of one length (the length dictionary), and a baseline per caption would
+    reward every caption of a short batch and punish every one of a long batch for its length alone.
+    The REINFORCE term applies to the captions whose locations were sampled; captions that used the
     expected context (the paper's 0.5-probability trick) get the exact gradient through alpha instead.
     """
     ll = word_log_likelihood(out.logits, targets, mask)
     entropy = attention_entropy(out.alphas, mask)
     penalty = doubly_stochastic(out.alphas, mask)
     score = location_log_probability(out.alphas, out.picked, mask)
-    reward = ll.detach() - (ll.detach().mean() if baseline is None else baseline)
+    words = mask.sum(1)
+    per_word = ll.detach().sum() / words.sum() if baseline is None else baseline
+    reward = ll.detach() - per_word * words
     surrogate = ll + lambda_r * reward * score + lambda_e * entropy - alpha_c * penalty
     return Terms(-surrogate.mean(), -ll.mean().detach(), penalty.mean().detach(), ll.detach(),
                  entropy.mean().detach())

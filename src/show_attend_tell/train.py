@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from . import checkpoint, objectives, precision, validation
+from . import checkpoint, heap, objectives, precision, validation
 from .atomic import atomic_output, remove
 from .checkpoint import Progress
 from .config import check_section
@@ -71,7 +71,7 @@ class Settings:
     lambda_r: float = 1.0  # hard attention: weight of the REINFORCE term (eq. 12)
     lambda_e: float = 0.002  # hard attention: weight of the entropy bonus
     semi_sampling_p: float = 0.5  # hard attention: probability an image uses the expected context
-    baseline_decay: float = 0.9  # hard attention: b <- decay * b + (1 - decay) * log p(y | s, a)
+    baseline_decay: float = 0.9  # hard attention: b <- decay * b + (1 - decay) * log p(y | s, a) per word
     max_decode_length: int = 30
     val_beam_size: int = 1  # beam size of the validation decoding (1: greedy)
     val_images: int | None = None  # decode only the first N validation images (None: all)
@@ -198,6 +198,8 @@ def _start(captions_h5: str | Path, vocab_csv: str | Path, captions_csv: str | P
     """Read the data, build the model and optimizer, and choose the precision."""
     if threads:
         torch.set_num_threads(max(1, threads // world.local_size))
+    if world.device.type == "cpu":
+        heap.keep_freed_memory()
     captions = read_encoded(captions_h5, vocab_csv)
     # Every process holds its own copy: the node's budget is shared. Read per batch, the file's pages
     # are cached once by the OS for all of them.
@@ -325,7 +327,7 @@ def _train_epoch(run: Run, state: Progress, stop: StopRequested) -> bool:
             if s.ema_decay:
                 _update_average(state, run.model, s.ema_decay)
             if s.attention == "hard":
-                d, mean = s.baseline_decay, step.log_likelihood / step.captions
+                d, mean = s.baseline_decay, step.log_likelihood / step.words
                 state.baseline = mean if state.baseline is None else d * state.baseline + (1 - d) * mean
             for key, value in (("nll", step.nll), ("reg", step.attention), ("entropy", step.entropy),
                                ("captions", step.captions), ("words", step.words)):
@@ -358,7 +360,7 @@ def backward(net: torch.nn.Module, captions: Captions, features: Features, rows:
              baseline: float | None, world: World, stop: bool = False, precision_name: str = "float32") -> BatchSums:
     """Gradients of the mean loss over the global minibatch ``rows``, of which this process computes its share.
 
-    Hard attention's baseline None (the first batch) is the global batch's mean log-likelihood.
+    Hard attention's baseline (per word) None (the first batch) is the global batch's mean log-likelihood per word.
     """
     mine, weight = world.share(rows)
     device = world.device
@@ -372,7 +374,7 @@ def backward(net: torch.nn.Module, captions: Captions, features: Features, rows:
     if hard:
         if baseline is None:
             ll = objectives.word_log_likelihood(out.logits, targets, mask)
-            total, count = world.sum([float(ll.detach().sum()) * real, len(mine) * real])
+            total, count = world.sum([float(ll.detach().sum()) * real, float(mask.sum()) * real])
             baseline = total / count
         terms = objectives.hard_objective(out, targets, mask, baseline=baseline, lambda_r=settings.lambda_r,
                                           lambda_e=settings.lambda_e, alpha_c=settings.alpha_c)
