@@ -26,10 +26,10 @@ report: "workflow/report/workflow.rst"
 
 
 rule all:
+    default_target: True
     input:
         dataset_targets(config["run"]),
         f"{RESULTS}/table1.md",
-    default_target: True
 
 
 # One target per row of Table 1: `snakemake flickr8k_soft`, `snakemake coco_hard`, ...

@@ -49,8 +49,12 @@ def main() -> None:
         store = Features(args.features)
         feats = store[np.arange(min(args.images, store.n_images))].float()
     else:
-        feats = torch.randn(args.images, model.config.num_locations, model.config.feature_dim,
-                            generator=torch.Generator().manual_seed(0))
+        feats = torch.randn(
+            args.images,
+            model.config.num_locations,
+            model.config.feature_dim,
+            generator=torch.Generator().manual_seed(0),
+        )
     feats = feats.to(device)
     settings = dict(beam_size=args.beam_size, max_length=args.max_length)
 
@@ -64,8 +68,10 @@ def main() -> None:
 
     same = sum(a.tokens[0] == b for a, b in zip(alone, batched.tokens, strict=True))
     n = len(feats)
-    print(f"beam {args.beam_size}, max {args.max_length} words, {n} images, {device} "
-          f"({torch.get_num_threads()} threads), model {args.model or 'random, paper dimensions'}")
+    print(
+        f"beam {args.beam_size}, max {args.max_length} words, {n} images, {device} "
+        f"({torch.get_num_threads()} threads), model {args.model or 'random, paper dimensions'}"
+    )
     print(f"batched          {n / batched_s:8.1f} captions/s")
     print(f"one at a time    {n / alone_s:8.1f} captions/s")
     print(f"speed-up         {alone_s / batched_s:8.1f}x; identical captions: {same} of {n}")

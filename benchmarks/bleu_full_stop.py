@@ -42,8 +42,10 @@ def main() -> None:
 
     variants = {
         "PTB (punctuation dropped)": (refs, hyps),
-        "punctuation kept": ({i: [kept(c) for c in cs] for i, cs in raw_refs.items()},
-                             {i: kept(c) for i, c in raw_hyps.items()}),
+        "punctuation kept": (
+            {i: [kept(c) for c in cs] for i, cs in raw_refs.items()},
+            {i: kept(c) for i, c in raw_hyps.items()},
+        ),
         "PTB + final '.'": with_full_stops(raw_refs, refs, hyps),
     }
     ending = sum(c.rstrip().endswith(".") for cs in raw_refs.values() for c in cs) / sum(map(len, raw_refs.values()))

@@ -43,8 +43,13 @@ def main() -> None:
     results = Path(config.get("results", "results"))
     data_dir = Path(config.get("data_dir", results / "data"))
     if not args.keep:  # everything the row makes, from the download on
-        for folder in (results / args.dataset, results / "benchmarks" / args.dataset,
-                       results / "checkpoints" / args.dataset, data_dir / "archives", data_dir / "extracted"):
+        for folder in (
+            results / args.dataset,
+            results / "benchmarks" / args.dataset,
+            results / "checkpoints" / args.dataset,
+            data_dir / "archives",
+            data_dir / "extracted",
+        ):
             shutil.rmtree(folder, ignore_errors=True)
     torch.set_num_threads(args.cores)
     host = summary(describe())
@@ -52,14 +57,32 @@ def main() -> None:
 
     targets = [f"{args.dataset}_{m}" for m in args.models] + ["table1"]
     t0 = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "snakemake"), "--cores", str(args.cores), "--configfile",
-                    str(args.configfile), "--config", f"run=[{args.dataset}]", "--", *targets], cwd=REPO, check=True)
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "snakemake"),
+            "--cores",
+            str(args.cores),
+            "--configfile",
+            str(args.configfile),
+            "--config",
+            f"run=[{args.dataset}]",
+            "--",
+            *targets,
+        ],
+        cwd=REPO,
+        check=True,
+    )
     wall = (time.perf_counter() - t0) / 60
 
     stages = []
     for tsv in sorted((results / "benchmarks" / args.dataset).glob("*.tsv")):
-        stages.append({"stage": tsv.stem, "minutes": pd.read_csv(tsv, sep="\t")["s"].iloc[-1] / 60,
-                       "max_rss_mb": pd.read_csv(tsv, sep="\t")["max_rss"].iloc[-1]})
+        stages.append(
+            {
+                "stage": tsv.stem,
+                "minutes": pd.read_csv(tsv, sep="\t")["s"].iloc[-1] / 60,
+                "max_rss_mb": pd.read_csv(tsv, sep="\t")["max_rss"].iloc[-1],
+            }
+        )
     table = pd.DataFrame(stages)
     print(f"\n{args.dataset}: {', '.join(targets)} in {wall:.1f} min wall-clock on {args.cores} cores")
     print(f"host: {host}")

@@ -27,24 +27,51 @@ from show_attend_tell import demo, features, prepare, text
 
 def build_stages(root: Path, images: int, seed: int) -> None:
     demo.generate(root / "demo", images, 20, 0, image_size=160, seed=seed, progress=False)
-    prepare.prepare(root / "demo" / "dataset_demo.json", [root / "demo"], root / "captions.csv", root / "images.csv",
-                    progress=False)
+    prepare.prepare(
+        root / "demo" / "dataset_demo.json", [root / "demo"], root / "captions.csv", root / "images.csv", progress=False
+    )
     text.build_vocab(root / "captions.csv", root / "vocab.csv", 10000)
     text.encode(root / "captions.csv", root / "vocab.csv", root / "captions.h5")
     text.length_dictionary(root / "captions.h5", root / "lengths.json")
-    features.extract(root / "images.csv", root / "features.h5", encoder="efficientnet_lite0", layer="blocks.4",
-                     image_size=224, batch_size=32, workers=0, progress=False)
+    features.extract(
+        root / "images.csv",
+        root / "features.h5",
+        encoder="efficientnet_lite0",
+        layer="blocks.4",
+        image_size=224,
+        batch_size=32,
+        workers=0,
+        progress=False,
+    )
 
 
 def train_once(root: Path, processes: int, settings: dict, device: str, threads: int) -> float:
     out = root / f"p{processes}"
     out.mkdir(exist_ok=True)
-    command = [sys.executable, "-m", "show_attend_tell", "--no-progress", "train",
-               *(str(root / f) for f in ("captions.h5", "vocab.csv", "captions.csv", "lengths.json", "features.h5")),
-               "--settings", json.dumps(settings), "--model", str(out / "model.pt"),
-               "--log-csv", str(out / "train_log.csv"), "--curves", str(out / "curves.png"),
-               "--checkpoint", str(out / "checkpoint.pt"), "--device", device, "--threads", str(threads),
-               "--processes", str(processes)]
+    command = [
+        sys.executable,
+        "-m",
+        "show_attend_tell",
+        "--no-progress",
+        "train",
+        *(str(root / f) for f in ("captions.h5", "vocab.csv", "captions.csv", "lengths.json", "features.h5")),
+        "--settings",
+        json.dumps(settings),
+        "--model",
+        str(out / "model.pt"),
+        "--log-csv",
+        str(out / "train_log.csv"),
+        "--curves",
+        str(out / "curves.png"),
+        "--checkpoint",
+        str(out / "checkpoint.pt"),
+        "--device",
+        device,
+        "--threads",
+        str(threads),
+        "--processes",
+        str(processes),
+    ]
     subprocess.run(command, check=True, capture_output=True)
     return float(pd.read_csv(out / "train_log.csv")["tokens_per_s"].iloc[0])
 
@@ -61,13 +88,21 @@ def main() -> None:
     p.add_argument("--attention-dim", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    settings = {"embed_dim": args.embed_dim, "hidden_dim": args.hidden_dim, "attention_dim": args.attention_dim,
-                "batch_size": args.batch_size, "max_epochs": 1, "val_images": 20}
+    settings = {
+        "embed_dim": args.embed_dim,
+        "hidden_dim": args.hidden_dim,
+        "attention_dim": args.attention_dim,
+        "batch_size": args.batch_size,
+        "max_epochs": 1,
+        "val_images": 20,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         build_stages(root, args.images, args.seed)
-        print(f"{args.images * 5} training captions, global batch {args.batch_size}, device {args.device}, "
-              f"{args.threads} threads; model {args.embed_dim}/{args.hidden_dim}/{args.attention_dim}")
+        print(
+            f"{args.images * 5} training captions, global batch {args.batch_size}, device {args.device}, "
+            f"{args.threads} threads; model {args.embed_dim}/{args.hidden_dim}/{args.attention_dim}"
+        )
         base = None
         for n in args.processes:
             rate = train_once(root, n, settings, args.device, args.threads)

@@ -163,16 +163,21 @@ def main() -> None:
         def in_precision(name, ours=ours):
             return lambda features, tokens: ours(features, tokens, name=name)
 
-        name = precision.choose(args.precision, device,
-                                lambda p, f=in_precision: time_steps(f(p), [batch] * 4, 1, device))
-        seconds = time_steps(in_precision(name), random_batches(args, device, args.batches + args.warmup),
-                             args.warmup, device)
+        name = precision.choose(
+            args.precision, device, lambda p, f=in_precision, batch=batch: time_steps(f(p), [batch] * 4, 1, device)
+        )
+        seconds = time_steps(
+            in_precision(name), random_batches(args, device, args.batches + args.warmup), args.warmup, device
+        )
         rates[f"ours, {attention} attention"] = tokens_per_batch / seconds
         chosen[f"ours, {attention} attention"] = (name, config)
 
     torch.manual_seed(0)
-    baseline = PerStepDecoder(args.vocab_size, args.feature_dim, args.embed_dim, args.hidden_dim,
-                              args.attention_dim, 0.5).to(device).train()
+    baseline = (
+        PerStepDecoder(args.vocab_size, args.feature_dim, args.embed_dim, args.hidden_dim, args.attention_dim, 0.5)
+        .to(device)
+        .train()
+    )
     optimizer = torch.optim.Adam(baseline.parameters(), lr=1e-4)
 
     def per_step(features, tokens):
@@ -190,18 +195,22 @@ def main() -> None:
 
     reference = rates["per-step decoder, soft attention"]
     print(f"host: {summary(host)}")
-    print(f"training tokens/s on {device} ({torch.get_num_threads()} threads): batch {args.batch_size} captions of "
-          f"{args.words} words (+<end>), L={args.locations}, D={args.feature_dim}, V={args.vocab_size}, "
-          f"embed {args.embed_dim}, LSTM {args.hidden_dim}, attention {args.attention_dim}; median of "
-          f"{args.batches} batches after {args.warmup} warm-up")
+    print(
+        f"training tokens/s on {device} ({torch.get_num_threads()} threads): batch {args.batch_size} captions of "
+        f"{args.words} words (+<end>), L={args.locations}, D={args.feature_dim}, V={args.vocab_size}, "
+        f"embed {args.embed_dim}, LSTM {args.hidden_dim}, attention {args.attention_dim}; median of "
+        f"{args.batches} batches after {args.warmup} warm-up"
+    )
     peaks = {"float32": host["fp32_peak_gflops"], "bfloat16": host["bf16_peak_gflops"]}
     for name, rate in rates.items():
         line = f"{name:36s} {rate:9.1f} tokens/s   {rate / reference:5.2f}x the per-step decoder"
         if name in chosen:
             dtype, config = chosen[name]
             achieved = rate * flops_per_token(config, args.words) / 1e9
-            line += (f"   {dtype:8s} {flops_per_token(config, args.words) / 1e6:.1f} MFLOP/token: "
-                     f"{achieved:.0f} GFLOP/s = {100 * achieved / peaks[dtype]:.0f}% of the {dtype} matmul peak")
+            line += (
+                f"   {dtype:8s} {flops_per_token(config, args.words) / 1e6:.1f} MFLOP/token: "
+                f"{achieved:.0f} GFLOP/s = {100 * achieved / peaks[dtype]:.0f}% of the {dtype} matmul peak"
+            )
         else:
             line += "   float32"
         print(line)

@@ -48,11 +48,20 @@ def stages(tmp_path_factory):
     from show_attend_tell import demo, features, prepare, text
 
     demo.generate(root / "demo", 30, 6, 6, image_size=96, seed=3, progress=False)
-    prepare.prepare(root / "demo" / "dataset_demo.json", [root / "demo"], root / "captions.csv",
-                    root / "images.csv", progress=False)
+    prepare.prepare(
+        root / "demo" / "dataset_demo.json", [root / "demo"], root / "captions.csv", root / "images.csv", progress=False
+    )
     text.build_vocab(root / "captions.csv", root / "vocab.csv", 10000)
     text.encode(root / "captions.csv", root / "vocab.csv", root / "captions.h5")
     text.length_dictionary(root / "captions.h5", root / "lengths.json")
-    features.extract(root / "images.csv", root / "features.h5", encoder="efficientnet_lite0", layer="blocks.4",
-                     image_size=64, batch_size=16, workers=0, progress=False)
+    features.extract(
+        root / "images.csv",
+        root / "features.h5",
+        encoder="efficientnet_lite0",
+        layer="blocks.4",
+        image_size=64,
+        batch_size=16,
+        workers=0,
+        progress=False,
+    )
     return root

@@ -46,8 +46,7 @@ class RangeServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         # A short poll interval so stop() (which waits for the next poll) does not add half a second per test.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/{urllib.parse.quote(name)}"
@@ -99,8 +98,9 @@ def _handler_for(server: RangeServer) -> type[BaseHTTPRequestHandler]:
             ranged = match is not None and name not in server.ignore_range
             start = int(match.group(1)) if ranged else 0
             if ranged and start >= len(data):
-                return self._empty(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, range_header,
-                                   {"Content-Range": f"bytes */{len(data)}"})
+                return self._empty(
+                    HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, range_header, {"Content-Range": f"bytes */{len(data)}"}
+                )
             status = HTTPStatus.PARTIAL_CONTENT if ranged else HTTPStatus.OK
             body = data[start:]
             self._record(status, range_header)

@@ -62,10 +62,20 @@ def _munge(root: Path) -> list[subprocess.Popen]:
     key, sock = root / "munge.key", root / "munge.socket"
     subprocess.run(["mungekey", "--create", "--keyfile", str(key)], check=True, capture_output=True)
     os.chmod(key, 0o400)
-    daemon = subprocess.Popen(["munged", "--foreground", "--force", f"--key-file={key}", f"--socket={sock}",
-                               f"--pid-file={root / 'munged.pid'}", f"--log-file={root / 'munged.log'}",
-                               f"--seed-file={root / 'munged.seed'}"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.STDOUT)
+    daemon = subprocess.Popen(
+        [
+            "munged",
+            "--foreground",
+            "--force",
+            f"--key-file={key}",
+            f"--socket={sock}",
+            f"--pid-file={root / 'munged.pid'}",
+            f"--log-file={root / 'munged.log'}",
+            f"--seed-file={root / 'munged.seed'}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     _wait(lambda: sock.exists(), "munged", root / "munged.log")
     return [daemon]
 
@@ -93,14 +103,14 @@ SlurmctldHost={host}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket={root / 'munge.socket'}
+AuthInfo=socket={root / "munge.socket"}
 CredType=cred/munge
-StateSaveLocation={root / 'state'}
-SlurmdSpoolDir={root / 'spool'}
-SlurmctldPidFile={root / 'slurmctld.pid'}
-SlurmdPidFile={root / 'slurmd.pid'}
-SlurmctldLogFile={root / 'slurmctld.log'}
-SlurmdLogFile={root / 'slurmd.log'}
+StateSaveLocation={root / "state"}
+SlurmdSpoolDir={root / "spool"}
+SlurmctldPidFile={root / "slurmctld.pid"}
+SlurmdPidFile={root / "slurmd.pid"}
+SlurmctldLogFile={root / "slurmctld.log"}
+SlurmdLogFile={root / "slurmd.log"}
 SlurmctldPort=16817
 SlurmdPort=16818
 ProctrackType=proctrack/pgid
@@ -128,8 +138,11 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
         cluster.processes += _munge(root)
         env = cluster.env
         for daemon in ("slurmctld", "slurmd"):
-            cluster.processes.append(subprocess.Popen([daemon, "-D", "-f", str(conf)], env=env,
-                                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+            cluster.processes.append(
+                subprocess.Popen(
+                    [daemon, "-D", "-f", str(conf)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+                )
+            )
 
         def idle() -> bool:
             out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True).stdout

@@ -17,7 +17,7 @@ from show_attend_tell.data import FEATURE_KEYS, Features
 from show_attend_tell.decode import beam_search
 from show_attend_tell.errors import SatError
 from show_attend_tell.features import extract
-from show_attend_tell.model import Captioner, ModelConfig, save_model, load_model
+from show_attend_tell.model import Captioner, ModelConfig, load_model, save_model
 from show_attend_tell.text import SPECIALS
 
 ENCODER, LAYER, SIZE = "efficientnet_lite0", "blocks.4", 64
@@ -40,13 +40,25 @@ def write_model(path: Path, features: dict, seed: int = 0) -> Path:
     """A small untrained captioner, written as the train stage writes its model."""
     h, w = (int(g) for g in features["grid"])
     torch.manual_seed(seed)
-    config = ModelConfig(len(VOCAB), h * w, int(features["dim"]), embed_dim=8, hidden_dim=12, attention_dim=6,
-                         dropout=0.0)
+    config = ModelConfig(
+        len(VOCAB), h * w, int(features["dim"]), embed_dim=8, hidden_dim=12, attention_dim=6, dropout=0.0
+    )
     model = Captioner(config)
     with torch.no_grad():
         model.out.weight.mul_(4.0)  # peaked word distributions: captions that end
-    save_model(path, model, model.state_dict(), vocab=VOCAB, features=features, settings={"attention": "soft"},
-               seed=seed, epoch=1, selected_on="cider", val_bleu4=0.0, val_cider=0.0)
+    save_model(
+        path,
+        model,
+        model.state_dict(),
+        vocab=VOCAB,
+        features=features,
+        settings={"attention": "soft"},
+        seed=seed,
+        epoch=1,
+        selected_on="cider",
+        val_bleu4=0.0,
+        val_cider=0.0,
+    )
     return path
 
 
@@ -57,8 +69,11 @@ def setup(tmp_path_factory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("caption")
     photos = root / "photos"
     photos.mkdir()
-    good = [write_photo(photos / "b_beach.jpg", (90, 60), 1), write_photo(photos / "a_park.PNG", (64, 80), 2),
-            write_photo(photos / "c_grey.jpeg", (120, 120), 3, mode="L")]
+    good = [
+        write_photo(photos / "b_beach.jpg", (90, 60), 1),
+        write_photo(photos / "a_park.PNG", (64, 80), 2),
+        write_photo(photos / "c_grey.jpeg", (120, 120), 3, mode="L"),
+    ]
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (photos / "notes.txt").write_text("not an image\n")
     images_csv = root / "images.csv"
@@ -66,8 +81,18 @@ def setup(tmp_path_factory) -> Iterator[dict]:
         writer = csv.writer(f)
         writer.writerow(["image_index", "image_id", "split", "file", "path"])
         writer.writerows([i, i, "test", p.name, str(p)] for i, p in enumerate(good))
-    features_h5 = extract(images_csv, root / "features.h5", encoder=ENCODER, layer=LAYER, image_size=SIZE,
-                          batch_size=4, workers=0, device="cpu", pretrained=False, progress=False)
+    features_h5 = extract(
+        images_csv,
+        root / "features.h5",
+        encoder=ENCODER,
+        layer=LAYER,
+        image_size=SIZE,
+        batch_size=4,
+        workers=0,
+        device="cpu",
+        pretrained=False,
+        progress=False,
+    )
     store = Features(features_h5)
     model_pt = write_model(root / "model.pt", {k: store.attrs.get(k) for k in FEATURE_KEYS})
     yield {"photos": photos, "good": good, "store": store, "model": model_pt}
@@ -87,8 +112,14 @@ def test_folder_and_files_captioned_in_order_with_errors_for_bad_and_missing(set
     figures = tmp_path / "figures"
     results = caption(setup["model"], [setup["photos"], missing, str(twin)], beam_size=2, figures_dir=figures)
     photos = setup["photos"]
-    assert [r.path for r in results] == [photos / "a_park.PNG", photos / "b_beach.jpg", photos / "broken.jpg",
-                                         photos / "c_grey.jpeg", missing, twin]
+    assert [r.path for r in results] == [
+        photos / "a_park.PNG",
+        photos / "b_beach.jpg",
+        photos / "broken.jpg",
+        photos / "c_grey.jpeg",
+        missing,
+        twin,
+    ]
     captioned = [results[i] for i in (0, 1, 3, 5)]
     for r in captioned:
         assert r.error is None
@@ -99,8 +130,12 @@ def test_folder_and_files_captioned_in_order_with_errors_for_bad_and_missing(set
     broken, gone = results[2], results[4]
     assert broken.caption is None and broken.figure is None and "cannot read image" in broken.error
     assert gone.caption is None and gone.error == "no such file or folder"
-    assert [r.figure for r in captioned] == [figures / "a_park.png", figures / "b_beach.png",
-                                             figures / "c_grey.png", figures / "b_beach_2.png"]
+    assert [r.figure for r in captioned] == [
+        figures / "a_park.png",
+        figures / "b_beach.png",
+        figures / "c_grey.png",
+        figures / "b_beach_2.png",
+    ]
     for r in captioned:
         assert r.figure.read_bytes()[:8] == PNG
     assert sorted(p.name for p in figures.iterdir()) == ["a_park.png", "b_beach.png", "b_beach_2.png", "c_grey.png"]
@@ -150,8 +185,15 @@ def test_garbage_or_missing_model_file(setup, tmp_path):
 def test_model_whose_grid_does_not_fit_its_encoder(setup, tmp_path):
     h, w, d = encoders.output_grid(ENCODER, LAYER, SIZE)
     assert (h, w) != (7, 7)
-    features = {"encoder": ENCODER, "layer": LAYER, "grid": [7, 7], "dim": d, "image_size": SIZE,
-                "weights": "test", "images_sha256": "0" * 64}
+    features = {
+        "encoder": ENCODER,
+        "layer": LAYER,
+        "grid": [7, 7],
+        "dim": d,
+        "image_size": SIZE,
+        "weights": "test",
+        "images_sha256": "0" * 64,
+    }
     with pytest.raises(SatError, match="disagree"):
         caption(write_model(tmp_path / "model.pt", features), setup["good"])
 
@@ -172,18 +214,35 @@ def test_settings_below_one_are_refused_before_any_work(setup):
 
 
 def test_format_results():
-    results = [Captioned(Path("x/a.jpg"), caption="a dog runs"),
-               Captioned(Path("x/b.jpg"), error="cannot read image x/b.jpg: truncated"),
-               Captioned(Path("c.png"), caption="")]
+    results = [
+        Captioned(Path("x/a.jpg"), caption="a dog runs"),
+        Captioned(Path("x/b.jpg"), error="cannot read image x/b.jpg: truncated"),
+        Captioned(Path("c.png"), caption=""),
+    ]
     assert format_results(results).split("\n") == [
-        "x/a.jpg\ta dog runs", "x/b.jpg\terror: cannot read image x/b.jpg: truncated", "c.png\t"]
+        "x/a.jpg\ta dog runs",
+        "x/b.jpg\terror: cannot read image x/b.jpg: truncated",
+        "c.png\t",
+    ]
 
 
 def test_the_sat_caption_command_prints_a_line_per_image_and_fails_softly(setup, tmp_path, capsys):
     from show_attend_tell.cli import main
 
-    code = main(["--no-progress", "caption", str(setup["model"]), str(setup["photos"]), "--device", "cpu",
-                 "--max-length", str(MAX_LENGTH), "--figures", str(tmp_path / "figs")])
+    code = main(
+        [
+            "--no-progress",
+            "caption",
+            str(setup["model"]),
+            str(setup["photos"]),
+            "--device",
+            "cpu",
+            "--max-length",
+            str(MAX_LENGTH),
+            "--figures",
+            str(tmp_path / "figs"),
+        ]
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert code == 2  # one file could not be read; the others were captioned
     assert len(lines) == 4 and sum("\terror: " in line for line in lines) == 1

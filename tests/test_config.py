@@ -4,11 +4,11 @@ import copy
 
 import pytest
 import yaml
-
 from conftest import REPO
-from show_attend_tell.config import merge, check, load_yaml, train_settings
-from show_attend_tell.train import Settings
+
+from show_attend_tell.config import check, load_yaml, merge, train_settings
 from show_attend_tell.errors import SatError
+from show_attend_tell.train import Settings
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -47,7 +47,10 @@ def test_the_papers_preset_is_one_configfile_away(config):
     paper = merge(config, load_yaml(REPO / "workflow" / "presets" / "paper_vgg19.yaml"))
     datasets = check(paper, SCHEMA)
     soft = train_settings(paper, datasets, "flickr8k", "soft")
-    assert datasets["flickr8k"]["features"]["encoder"] == "vgg19" and datasets["flickr8k"]["features"]["layer"] == "conv5_4"
+    assert (
+        datasets["flickr8k"]["features"]["encoder"] == "vgg19"
+        and datasets["flickr8k"]["features"]["layer"] == "conv5_4"
+    )
     assert (soft["optimizer"], soft["hidden_dim"], soft["embed_dim"]) == ("rmsprop", 1800, 512)
 
 
@@ -57,17 +60,25 @@ def test_the_schema_documents_every_training_setting():
     assert all(spec.get("description") for spec in documented.values())
 
 
-@pytest.mark.parametrize("edit, key, complaint", [
-    (lambda c: c["defaults"]["features"].update(batch_size=0), "defaults.features.batch_size", "minimum"),
-    (lambda c: c["datasets"]["flickr8k"].update(vocab_sise=5),
-     "datasets.flickr8k", "vocab_sise"),
-    (lambda c: c.update(device="tpu"), "device", "'tpu' is not one of"),
-    (lambda c: c["archives"]["caption_datasets.zip"].update(md5="xyz"), "archives.caption_datasets.zip.md5",
-     "does not match"),
-    (lambda c: c["datasets"]["coco"].update(train={"optimizer": "sgd"}), "datasets.coco.train.optimizer",
-     "is not one of"),
-    (lambda c: c["demo"].pop("test"), "demo", "'test' is a required property"),
-])
+@pytest.mark.parametrize(
+    "edit, key, complaint",
+    [
+        (lambda c: c["defaults"]["features"].update(batch_size=0), "defaults.features.batch_size", "minimum"),
+        (lambda c: c["datasets"]["flickr8k"].update(vocab_sise=5), "datasets.flickr8k", "vocab_sise"),
+        (lambda c: c.update(device="tpu"), "device", "'tpu' is not one of"),
+        (
+            lambda c: c["archives"]["caption_datasets.zip"].update(md5="xyz"),
+            "archives.caption_datasets.zip.md5",
+            "does not match",
+        ),
+        (
+            lambda c: c["datasets"]["coco"].update(train={"optimizer": "sgd"}),
+            "datasets.coco.train.optimizer",
+            "is not one of",
+        ),
+        (lambda c: c["demo"].pop("test"), "demo", "'test' is a required property"),
+    ],
+)
 def test_an_invalid_value_is_reported_with_its_key(config, edit, key, complaint):
     edit(config)
     with pytest.raises(SatError) as error:
@@ -101,8 +112,10 @@ def test_a_dataset_needs_its_captions_and_images(config):
 
 
 def test_local_files_and_folders_replace_archives(config):
-    config["datasets"]["flickr30k"] = {"captions": {"file": "/data/dataset_flickr30k.json"},
-                                       "images": {"dirs": ["/data/flickr30k-images"]}}
+    config["datasets"]["flickr30k"] = {
+        "captions": {"file": "/data/dataset_flickr30k.json"},
+        "images": {"dirs": ["/data/flickr30k-images"]},
+    }
     assert check(config, SCHEMA)["flickr30k"]["images"]["dirs"] == ["/data/flickr30k-images"]
 
 

@@ -89,8 +89,7 @@ def test_scores_are_the_captions_log_probabilities_and_alphas_one_row_per_word_a
     decoded = beam_search(model, feats, VOCAB, beam_size=3, max_length=15)
     for i in range(5):
         assert decoded.finished[i]
-        assert decoded.scores[i] == pytest.approx(log_probability(model, feats[i : i + 1], decoded.tokens[i]),
-                                                  abs=1e-4)
+        assert decoded.scores[i] == pytest.approx(log_probability(model, feats[i : i + 1], decoded.tokens[i]), abs=1e-4)
         assert decoded.alphas[i].shape == (len(decoded.tokens[i]) + 1, L)
         np.testing.assert_allclose(decoded.alphas[i].sum(1), 1.0, rtol=1e-5)
 

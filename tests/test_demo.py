@@ -13,8 +13,14 @@ from show_attend_tell.errors import SatError
 
 SIZE = 128
 # Rough reference colours, independent of the module's exact palette.
-REFERENCE = {"red": (220, 30, 30), "green": (30, 170, 50), "blue": (40, 70, 220), "yellow": (240, 220, 30),
-             "purple": (135, 45, 180), "orange": (245, 135, 20)}
+REFERENCE = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 50),
+    "blue": (40, 70, 220),
+    "yellow": (240, 220, 30),
+    "purple": (135, 45, 180),
+    "orange": (245, 135, 20),
+}
 RELATION_WORDS = {"left": "left", "right": "right", "above": "above", "below": "below", "under": "below"}
 
 
@@ -87,8 +93,11 @@ def matching(np_, objects):
 def test_same_seed_same_bytes_other_seed_other_images(dataset, tmp_path):
     again = generate(tmp_path / "again", 6, 2, 2, image_size=SIZE, seed=7, progress=False)
     a, b = files(dataset), files(again)
-    assert sorted(a) == sorted(b) == sorted(["dataset_demo.json", "objects.json"]
-                                            + [f"images/demo_{i:06d}.jpg" for i in range(10)])
+    assert (
+        sorted(a)
+        == sorted(b)
+        == sorted(["dataset_demo.json", "objects.json"] + [f"images/demo_{i:06d}.jpg" for i in range(10)])
+    )
     assert a == b
     other = files(generate(tmp_path / "other", 6, 2, 2, image_size=SIZE, seed=8, progress=False))
     for name in a:
@@ -200,7 +209,7 @@ def test_boxes_inside_crop_apart_and_sizes_distinct(larger):
             assert lo < x0 < x1 < hi and lo < y0 < y1 < hi, o
             sides[o["size"]].append(max(x1 - x0, y1 - y0))
         for i, a in enumerate(objs):
-            for b in objs[i + 1:]:
+            for b in objs[i + 1 :]:
                 A, B = a["bbox"], b["bbox"]
                 assert A[2] <= B[0] or B[2] <= A[0] or A[3] <= B[1] or B[3] <= A[1], (a, b)
     assert sides["small"] and sides["large"]
@@ -224,7 +233,7 @@ def test_images_show_the_objects(larger):
             x0, y0, x1, y1 = o["bbox"]
             w, h = x1 - x0, y1 - y0
             # the middle of the box is inside every shape (a star's core too)
-            patch = pixels[y0 + int(0.42 * h): y0 + int(0.58 * h) + 1, x0 + int(0.42 * w): x0 + int(0.58 * w) + 1]
+            patch = pixels[y0 + int(0.42 * h) : y0 + int(0.58 * h) + 1, x0 + int(0.42 * w) : x0 + int(0.58 * w) + 1]
             mean = patch.reshape(-1, 3).mean(axis=0)
             distances = {c: np.linalg.norm(mean - np.array(rgb)) for c, rgb in REFERENCE.items()}
             assert min(distances, key=distances.get) == o["colour"], (name, o, mean)
@@ -242,15 +251,18 @@ def test_backgrounds_vary(larger):
     assert np.ptp(np.array(means), axis=0).max() > 20
 
 
-@pytest.mark.parametrize("args, kwargs, message", [
-    ((-1, 2, 2), {}, "n_train"),
-    ((2, -1, 2), {}, "n_val"),
-    ((2, 2, -3), {}, "n_test"),
-    ((0, 0, 0), {}, "at least one image"),
-    ((2, 1, 1), {"image_size": 63}, "image_size"),
-    ((2, 1, 1), {"seed": -1}, "seed"),
-    ((2.5, 1, 1), {}, "integer"),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        ((-1, 2, 2), {}, "n_train"),
+        ((2, -1, 2), {}, "n_val"),
+        ((2, 2, -3), {}, "n_test"),
+        ((0, 0, 0), {}, "at least one image"),
+        ((2, 1, 1), {"image_size": 63}, "image_size"),
+        ((2, 1, 1), {"seed": -1}, "seed"),
+        ((2.5, 1, 1), {}, "integer"),
+    ],
+)
 def test_invalid_arguments(tmp_path, args, kwargs, message):
     with pytest.raises(SatError, match=message):
         generate(tmp_path / "out", *args, progress=False, **kwargs)
@@ -280,5 +292,10 @@ def test_regenerating_replaces_the_folder(tmp_path):
     (out / "stray.txt").write_text("old")
     generate(out, 1, 1, 0, image_size=64, progress=False)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
-        "dataset_demo.json", "images", "images/demo_000000.jpg", "images/demo_000001.jpg", "objects.json"]
+        "dataset_demo.json",
+        "images",
+        "images/demo_000000.jpg",
+        "images/demo_000001.jpg",
+        "objects.json",
+    ]
     assert list(tmp_path.iterdir()) == [out]

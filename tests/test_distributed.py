@@ -28,11 +28,32 @@ def torchrun(*args: str, processes: int = 2) -> list[str]:
 
 
 def sat_train(stages, out, processes: int, settings: dict) -> list[str]:
-    return [sys.executable, "-m", "show_attend_tell", "--no-progress", "train", *(str(stages / f) for f in (
-        "captions.h5", "vocab.csv", "captions.csv", "lengths.json", "features.h5")),
-        "--settings", json.dumps(settings), "--model", str(out / "model.pt"), "--log-csv", str(out / "train_log.csv"),
-        "--curves", str(out / "curves.png"), "--checkpoint", str(out / "checkpoint.pt"), "--seed", "0",
-        "--threads", "2", "--device", "cpu", "--processes", str(processes)]
+    return [
+        sys.executable,
+        "-m",
+        "show_attend_tell",
+        "--no-progress",
+        "train",
+        *(str(stages / f) for f in ("captions.h5", "vocab.csv", "captions.csv", "lengths.json", "features.h5")),
+        "--settings",
+        json.dumps(settings),
+        "--model",
+        str(out / "model.pt"),
+        "--log-csv",
+        str(out / "train_log.csv"),
+        "--curves",
+        str(out / "curves.png"),
+        "--checkpoint",
+        str(out / "checkpoint.pt"),
+        "--seed",
+        "0",
+        "--threads",
+        "2",
+        "--device",
+        "cpu",
+        "--processes",
+        str(processes),
+    ]
 
 
 def test_a_process_shares_a_batch_by_rows_and_weights_its_mean_loss_by_its_share():
@@ -48,8 +69,10 @@ def test_a_process_shares_a_batch_by_rows_and_weights_its_mean_loss_by_its_share
 def test_two_processes_compute_the_gradients_of_one_process_with_the_same_global_batch(stages, tmp_path, attention):
     settings = json.dumps(EXACT | {"attention": attention, "semi_sampling_p": 1.0})
     script = str(TESTS / "ddp_gradients.py")
-    for command in ([sys.executable, script, str(stages), settings, str(tmp_path / "one.pt")],
-                    torchrun(script, str(stages), settings, str(tmp_path / "two.pt"))):
+    for command in (
+        [sys.executable, script, str(stages), settings, str(tmp_path / "one.pt")],
+        torchrun(script, str(stages), settings, str(tmp_path / "two.pt")),
+    ):
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         assert result.returncode == 0, f"{' '.join(command[:6])} ...:\n{result.stderr[-5000:]}"
     one, two = (torch.load(tmp_path / f"{n}.pt", weights_only=False) for n in ("one", "two"))

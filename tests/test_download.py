@@ -102,8 +102,7 @@ def test_a_dropped_connection_is_resumed_with_a_range_request_on_the_retry(tmp_p
     assert [r["status"] for r in server.log] == [200, 206]
 
 
-def test_when_retries_run_out_the_partial_is_kept_and_the_next_call_resumes_it(tmp_path, blob,
-                                                                               range_server_factory):
+def test_when_retries_run_out_the_partial_is_kept_and_the_next_call_resumes_it(tmp_path, blob, range_server_factory):
     served, data, digest = blob
     server = range_server_factory(served)
     server.drop_after["blob.bin"] = 120_000
@@ -120,8 +119,9 @@ def test_when_retries_run_out_the_partial_is_kept_and_the_next_call_resumes_it(t
 
 
 @pytest.mark.parametrize("md5_known", [True, False], ids=["md5", "no-md5"])
-def test_a_body_shorter_than_its_content_length_is_resumed_not_accepted(tmp_path, blob, range_server_factory,
-                                                                        md5_known):
+def test_a_body_shorter_than_its_content_length_is_resumed_not_accepted(
+    tmp_path, blob, range_server_factory, md5_known
+):
     served, data, digest = blob
     server = range_server_factory(served)
     server.drop_after["blob.bin"] = 100_000
@@ -227,8 +227,9 @@ def test_without_an_md5_the_download_is_kept_with_a_warning(tmp_path, blob, rang
     assert "not verified" in caplog.text
 
 
-def test_without_an_md5_or_a_content_length_the_log_says_the_file_may_be_truncated(tmp_path, blob,
-                                                                                  range_server_factory, caplog):
+def test_without_an_md5_or_a_content_length_the_log_says_the_file_may_be_truncated(
+    tmp_path, blob, range_server_factory, caplog
+):
     served, data, _ = blob
     server = range_server_factory(served)
     server.no_length.add("blob.bin")
@@ -243,8 +244,7 @@ def test_without_an_md5_or_a_content_length_the_log_says_the_file_may_be_truncat
     assert f"nothing verified {dest}" in warning.getMessage() and "may be truncated" in warning.getMessage()
 
 
-def test_without_a_content_length_the_md5_still_verifies_the_download(tmp_path, blob, range_server_factory,
-                                                                      caplog):
+def test_without_a_content_length_the_md5_still_verifies_the_download(tmp_path, blob, range_server_factory, caplog):
     served, data, digest = blob
     server = range_server_factory(served)
     server.no_length.add("blob.bin")
@@ -303,8 +303,9 @@ def test_a_fetch_that_waited_for_a_failed_one_resumes_its_partial(tmp_path, blob
     assert server.ranges("blob.bin") == [None, "bytes=120000-"]
 
 
-def test_a_file_already_fetched_is_kept_if_its_md5_matches_and_fetched_again_if_not(tmp_path, blob,
-                                                                                    range_server_factory):
+def test_a_file_already_fetched_is_kept_if_its_md5_matches_and_fetched_again_if_not(
+    tmp_path, blob, range_server_factory
+):
     served, data, digest = blob
     server = range_server_factory(served)
     dest = tmp_path / "blob.bin"
@@ -380,15 +381,18 @@ def test_md5sum_streams_a_file(tmp_path):
 # --- extract -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,maker", [
-    ("a.zip", make_zip),
-    ("a.tar", lambda p, m: make_tar(p, m, "w")),
-    ("a.tar.gz", make_tar),
-    ("a.tgz", make_tar),
-    ("a.tar.bz2", lambda p, m: make_tar(p, m, "w:bz2")),
-    ("a.tar.xz", lambda p, m: make_tar(p, m, "w:xz")),
-    ("zip-without-extension", make_zip),
-])
+@pytest.mark.parametrize(
+    "name,maker",
+    [
+        ("a.zip", make_zip),
+        ("a.tar", lambda p, m: make_tar(p, m, "w")),
+        ("a.tar.gz", make_tar),
+        ("a.tgz", make_tar),
+        ("a.tar.bz2", lambda p, m: make_tar(p, m, "w:bz2")),
+        ("a.tar.xz", lambda p, m: make_tar(p, m, "w:xz")),
+        ("zip-without-extension", make_zip),
+    ],
+)
 def test_extracts_zip_and_tar_archives_whole(tmp_path, name, maker):
     archive = maker(tmp_path / name, MEMBERS)
 
@@ -407,13 +411,17 @@ def test_a_stale_partial_folder_from_a_killed_run_is_discarded(tmp_path):
     assert tree(tmp_path / "out") == MEMBERS
 
 
-@pytest.mark.parametrize("archive", [
-    lambda d: truncate(make_zip(d / "a.zip", MEMBERS)),
-    lambda d: truncate(make_tar(d / "a.tar.gz", MEMBERS)),
-    lambda d: truncate(make_tar(d / "a.tar", MEMBERS, "w")),
-    lambda d: truncate(make_tar(d / "a.tar.bz2", MEMBERS, "w:bz2")),
-    lambda d: html_error_page(d / "a.zip"),
-], ids=["truncated-zip", "truncated-tar.gz", "truncated-tar", "truncated-tar.bz2", "not-an-archive"])
+@pytest.mark.parametrize(
+    "archive",
+    [
+        lambda d: truncate(make_zip(d / "a.zip", MEMBERS)),
+        lambda d: truncate(make_tar(d / "a.tar.gz", MEMBERS)),
+        lambda d: truncate(make_tar(d / "a.tar", MEMBERS, "w")),
+        lambda d: truncate(make_tar(d / "a.tar.bz2", MEMBERS, "w:bz2")),
+        lambda d: html_error_page(d / "a.zip"),
+    ],
+    ids=["truncated-zip", "truncated-tar.gz", "truncated-tar", "truncated-tar.bz2", "not-an-archive"],
+)
 def test_a_truncated_or_foreign_archive_is_named_corrupt_and_leaves_no_folder(tmp_path, archive):
     path = archive(tmp_path)
 
@@ -482,8 +490,9 @@ def test_a_missing_archive_is_an_error(tmp_path):
 def test_real_flickr8k_text_archive_downloads_and_extracts(tmp_path, range_server_factory):
     server = range_server_factory(FLICKR8K_SAMPLE)
 
-    archive = fetch(server.url("Flickr8k_text.zip"), tmp_path / "Flickr8k_text.zip",
-                    "dfa01f98751df96c8f280831c7243b0e", **FAST)
+    archive = fetch(
+        server.url("Flickr8k_text.zip"), tmp_path / "Flickr8k_text.zip", "dfa01f98751df96c8f280831c7243b0e", **FAST
+    )
     out = unpack(archive, tmp_path / "Flickr8k_text", progress=False)
 
     tokens = (out / "Flickr8k.token.txt").read_text().splitlines()

@@ -308,7 +308,17 @@ def test_shards_from_the_command_line(images_csv, tmp_path):
     options = ["--encoder", ENCODER, "--layer", LAYER, "--image-size", str(SIZE), "--workers", "0", "--batch-size", "2"]
     for k in range(2):
         assert main(common + [str(tmp_path / f"s{k}.h5"), *options, "--shard", f"{k}/2"]) == 0
-    assert main(["merge-features", str(images_csv), str(tmp_path / "m.h5"), str(tmp_path / "s1.h5"),
-                 str(tmp_path / "s0.h5")]) == 0
+    assert (
+        main(
+            [
+                "merge-features",
+                str(images_csv),
+                str(tmp_path / "m.h5"),
+                str(tmp_path / "s1.h5"),
+                str(tmp_path / "s0.h5"),
+            ]
+        )
+        == 0
+    )
     assert_same_contents(tmp_path / "m.h5", run(images_csv, tmp_path / "single.h5"))
     assert main(common + [str(tmp_path / "x.h5"), *options, "--shard", "3/2"]) == 1

@@ -16,30 +16,71 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from show_attend_tell.atomic import partial_path
 from show_attend_tell.errors import SatError
-from show_attend_tell.metrics import (bleu_statistics, brevity_penalty, evaluate, java_executable, java_on_path,
-                                      paper_bleu, score, with_full_stops)
+from show_attend_tell.metrics import (
+    bleu_statistics,
+    brevity_penalty,
+    evaluate,
+    java_executable,
+    java_on_path,
+    paper_bleu,
+    score,
+    with_full_stops,
+)
 
 # Hand-made: image 3's hypothesis repeats "a bike" / "on a" to exercise clipping.
 REFERENCES = {
     1: ["A dog runs on the green grass.", "A brown dog is running across a field.", "The dog plays outside."],
     2: ["Two children play in the snow.", "Kids are playing in the snow."],
-    3: ["A man rides a bike down the street.", "A person riding a bicycle.", "A cyclist on a city road.",
-        "A man on a bike."],
+    3: [
+        "A man rides a bike down the street.",
+        "A person riding a bicycle.",
+        "A cyclist on a city road.",
+        "A man on a bike.",
+    ],
 }
 HYPOTHESES = {1: "A dog is running on the grass.", 2: "Two kids play in snow.", 3: "A man on a bike on a bike."}
 
 # score(REFERENCES, HYPOTHESES), computed once and pinned.
 PINNED = {
-    "bleu_1": 0.808545, "bleu_2": 0.638104, "bleu_3": 0.480102, "bleu_4": 0.371947,
-    "meteor": 0.421697, "rouge_l": 0.744153, "cider": 1.943414,
-    "paper_bleu_1": 0.85, "paper_bleu_2": 0.670820, "paper_bleu_3": 0.504717, "paper_bleu_4": 0.391017,
-    "brevity_penalty": 0.951229, "length_ratio": 0.952381,
-    "full_stop_bleu_1": 0.869565, "full_stop_bleu_2": 0.722315, "full_stop_bleu_3": 0.535375,
+    "bleu_1": 0.808545,
+    "bleu_2": 0.638104,
+    "bleu_3": 0.480102,
+    "bleu_4": 0.371947,
+    "meteor": 0.421697,
+    "rouge_l": 0.744153,
+    "cider": 1.943414,
+    "paper_bleu_1": 0.85,
+    "paper_bleu_2": 0.670820,
+    "paper_bleu_3": 0.504717,
+    "paper_bleu_4": 0.391017,
+    "brevity_penalty": 0.951229,
+    "length_ratio": 0.952381,
+    "full_stop_bleu_1": 0.869565,
+    "full_stop_bleu_2": 0.722315,
+    "full_stop_bleu_3": 0.535375,
     "full_stop_bleu_4": 0.425836,
 }
-COLUMNS = ["split", "images", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider",
-           "paper_bleu_1", "paper_bleu_2", "paper_bleu_3", "paper_bleu_4", "brevity_penalty", "length_ratio",
-           "full_stop_bleu_1", "full_stop_bleu_2", "full_stop_bleu_3", "full_stop_bleu_4"]
+COLUMNS = [
+    "split",
+    "images",
+    "bleu_1",
+    "bleu_2",
+    "bleu_3",
+    "bleu_4",
+    "meteor",
+    "rouge_l",
+    "cider",
+    "paper_bleu_1",
+    "paper_bleu_2",
+    "paper_bleu_3",
+    "paper_bleu_4",
+    "brevity_penalty",
+    "length_ratio",
+    "full_stop_bleu_1",
+    "full_stop_bleu_2",
+    "full_stop_bleu_3",
+    "full_stop_bleu_4",
+]
 COCO_KEYS = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider"]
 
 
@@ -86,8 +127,7 @@ def test_paper_bleu_matches_counting_by_hand(hand_scores):
     assert hand_scores["paper_bleu_1"] == pytest.approx(p1, abs=1e-9)
     assert hand_scores["paper_bleu_2"] == pytest.approx(math.sqrt(p1 * p2), abs=1e-9)
     assert hand_scores["length_ratio"] == pytest.approx(hypothesis_length / reference_length, abs=1e-9)
-    assert hand_scores["brevity_penalty"] == pytest.approx(math.exp(1 - reference_length / hypothesis_length),
-                                                           abs=1e-9)
+    assert hand_scores["brevity_penalty"] == pytest.approx(math.exp(1 - reference_length / hypothesis_length), abs=1e-9)
 
 
 def test_coco_metrics_are_pycocoevalcaps(hand_scores, coco_scores):
@@ -106,7 +146,8 @@ def test_bleu_is_paper_bleu_times_brevity_penalty(hand_scores):
     assert hand_scores["brevity_penalty"] < 1
     for n in range(1, 5):
         assert hand_scores[f"bleu_{n}"] == pytest.approx(
-            hand_scores[f"paper_bleu_{n}"] * hand_scores["brevity_penalty"], abs=1e-6)
+            hand_scores[f"paper_bleu_{n}"] * hand_scores["brevity_penalty"], abs=1e-6
+        )
 
 
 def coco_bleu(references, hypotheses):
@@ -140,9 +181,21 @@ def write_inputs(tmp_path, results):
     """captions.csv with the hand-made case as the test split plus other splits, and a results JSON."""
     rows = [(image, "test", raw) for image, refs in REFERENCES.items() for raw in refs]
     rows += [(7, "val", "A cat sleeps."), (8, "train", "A dog runs on the grass.")]
-    captions = pd.DataFrame([{"caption_index": k, "image_index": image, "image_id": image, "split": split,
-                              "sentence_id": k, "file": f"{image}.jpg", "raw": raw, "tokens": raw.lower()}
-                             for k, (image, split, raw) in enumerate(rows)])
+    captions = pd.DataFrame(
+        [
+            {
+                "caption_index": k,
+                "image_index": image,
+                "image_id": image,
+                "split": split,
+                "sentence_id": k,
+                "file": f"{image}.jpg",
+                "raw": raw,
+                "tokens": raw.lower(),
+            }
+            for k, (image, split, raw) in enumerate(rows)
+        ]
+    )
     captions.to_csv(tmp_path / "captions.csv", index=False)
     (tmp_path / "results.json").write_text(results if isinstance(results, str) else json.dumps(results))
     return tmp_path / "results.json", tmp_path / "captions.csv", tmp_path / "metrics.csv"
@@ -170,14 +223,17 @@ def test_score_needs_the_same_images_on_both_sides():
 GOOD = [{"image_id": i, "caption": c} for i, c in HYPOTHESES.items()]
 
 
-@pytest.mark.parametrize(("results", "message"), [
-    ({"image_id": 1, "caption": "a dog"}, "not a COCO results file"),
-    ("[{", "not valid JSON"),
-    ([*GOOD[:2], {"image_id": "3", "caption": "a man"}], r"results.json\[2\] is not an"),
-    ([*GOOD, {"image_id": 3, "caption": "again"}], "image_id 3 more than once"),
-    ([*GOOD, {"image_id": 7, "caption": "a cat"}], r"1 image ids have no test references .*: \[7\]"),
-    (GOOD[:2], r"1 image ids have no hypothesis \[3\]"),
-])
+@pytest.mark.parametrize(
+    ("results", "message"),
+    [
+        ({"image_id": 1, "caption": "a dog"}, "not a COCO results file"),
+        ("[{", "not valid JSON"),
+        ([*GOOD[:2], {"image_id": "3", "caption": "a man"}], r"results.json\[2\] is not an"),
+        ([*GOOD, {"image_id": 3, "caption": "again"}], "image_id 3 more than once"),
+        ([*GOOD, {"image_id": 7, "caption": "a cat"}], r"1 image ids have no test references .*: \[7\]"),
+        (GOOD[:2], r"1 image ids have no hypothesis \[3\]"),
+    ],
+)
 def test_evaluate_errors_write_nothing(tmp_path, results, message):
     results_json, captions_csv, metrics_csv = write_inputs(tmp_path, results)
     with pytest.raises(SatError, match=message):

@@ -30,8 +30,9 @@ def reference_step(model, feats, h, c, prev_word, location=None):
     a, n = model.config.attention_dim, model.config.hidden_dim
     w_h, b_h = model.from_h.weight, model.from_h.bias
     u_att, w_gates, w_beta = w_h[:a], w_h[a : a + 4 * n], w_h[a + 4 * n :]
-    e = torch.stack([model.att_score.weight[0] @ torch.tanh(model.att_features(feats[i]) + u_att @ h + b_h[:a])
-                     for i in range(L)])
+    e = torch.stack(
+        [model.att_score.weight[0] @ torch.tanh(model.att_features(feats[i]) + u_att @ h + b_h[:a]) for i in range(L)]
+    )
     alpha = torch.softmax(e, 0)
     context = sum(alpha[i] * feats[i] for i in range(L)) if location is None else feats[location]
     beta = torch.sigmoid(w_beta @ h + b_h[a + 4 * n :])  # a scalar
@@ -105,8 +106,9 @@ def test_hard_forward_samples_only_the_rows_asked_to():
 def test_soft_model_ignores_sampling_requests():
     model = make("soft")
     feats, inputs = batch()
-    torch.testing.assert_close(model(feats, inputs, sample_rows=torch.ones(3, dtype=torch.bool)).logits,
-                               model(feats, inputs).logits)
+    torch.testing.assert_close(
+        model(feats, inputs, sample_rows=torch.ones(3, dtype=torch.bool)).logits, model(feats, inputs).logits
+    )
 
 
 def test_any_grid_works_and_a_wrong_one_is_refused():
@@ -176,10 +178,17 @@ def estimated_gradient(model, feats, inputs, targets, samples, lambda_r, baselin
     """The eq. 12 rule (no entropy bonus, every image sampled), averaged over ``samples`` draws."""
     model.zero_grad()
     torch.manual_seed(5)
-    out = model(feats.expand(samples, -1, -1), inputs.expand(samples, -1),
-                sample_rows=torch.ones(samples, dtype=torch.bool))
-    terms = objectives.hard_objective(out, targets.expand(samples, -1), torch.ones(samples, inputs.shape[1]),
-                                      baseline=baseline, lambda_r=lambda_r, lambda_e=0.0)
+    out = model(
+        feats.expand(samples, -1, -1), inputs.expand(samples, -1), sample_rows=torch.ones(samples, dtype=torch.bool)
+    )
+    terms = objectives.hard_objective(
+        out,
+        targets.expand(samples, -1),
+        torch.ones(samples, inputs.shape[1]),
+        baseline=baseline,
+        lambda_r=lambda_r,
+        lambda_e=0.0,
+    )
     terms.loss.backward()
     return {name: -g for name, g in gradients(model).items()}
 
@@ -242,5 +251,6 @@ def test_entropy_bonus_pushes_attention_towards_uniform():
     entropy = objectives.attention_entropy(out.alphas, mask)
     assert (entropy <= 4 * torch.log(torch.tensor(float(L))) + 1e-5).all()
     uniform = torch.full((1, 4, L), 1 / L)
-    torch.testing.assert_close(objectives.attention_entropy(uniform, torch.ones(1, 4)),
-                               torch.tensor([4 * torch.log(torch.tensor(float(L)))]))
+    torch.testing.assert_close(
+        objectives.attention_entropy(uniform, torch.ones(1, 4)), torch.tensor([4 * torch.log(torch.tensor(float(L)))])
+    )

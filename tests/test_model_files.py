@@ -6,11 +6,10 @@ import os
 
 import pytest
 import torch
+from test_train import run
 
 from show_attend_tell.errors import SatError
 from show_attend_tell.model import MODEL_FORMAT, Captioner, ModelConfig, load_model, save_model
-
-from test_train import run
 
 
 class RunsCode:
@@ -30,9 +29,17 @@ def small_model() -> Captioner:
 def test_a_model_file_carrying_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "ran"
     model = small_model()
-    torch.save({"format": MODEL_FORMAT, "config": model.config.to_dict(), "state_dict": model.state_dict(),
-                "vocab": [str(i) for i in range(10)], "features": {}, "payload": RunsCode(marker)},
-               tmp_path / "model.pt")
+    torch.save(
+        {
+            "format": MODEL_FORMAT,
+            "config": model.config.to_dict(),
+            "state_dict": model.state_dict(),
+            "vocab": [str(i) for i in range(10)],
+            "features": {},
+            "payload": RunsCode(marker),
+        },
+        tmp_path / "model.pt",
+    )
     with pytest.raises(SatError, match="cannot read the model file .*model.pt: Weights only load failed"):
         load_model(tmp_path / "model.pt")
     assert not marker.exists()
@@ -46,13 +53,19 @@ def test_a_model_file_as_training_writes_it_loads(tmp_path):
     assert document["vocab"] == [str(i) for i in range(10)]
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda d: d.pop("vocab"), "is not a complete model file: it has no vocab"),
-    (lambda d: d["config"].update(hidden_dim=7), "does not hold a consistent model: size mismatch for init_h"),
-    (lambda d: d.update(vocab=["a"]), "does not hold a consistent model: 1 words in its vocabulary, 10 in its config"),
-    (lambda d: d["config"].update(colour="red"), "does not hold a consistent model: .*unexpected keyword.*colour"),
-    (lambda d: d.update(format="something else"), "is not a model file written by this workflow"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.pop("vocab"), "is not a complete model file: it has no vocab"),
+        (lambda d: d["config"].update(hidden_dim=7), "does not hold a consistent model: size mismatch for init_h"),
+        (
+            lambda d: d.update(vocab=["a"]),
+            "does not hold a consistent model: 1 words in its vocabulary, 10 in its config",
+        ),
+        (lambda d: d["config"].update(colour="red"), "does not hold a consistent model: .*unexpected keyword.*colour"),
+        (lambda d: d.update(format="something else"), "is not a model file written by this workflow"),
+    ],
+)
 def test_an_inconsistent_model_file_gets_one_line_naming_what_is_wrong(tmp_path, change, message):
     model = small_model()
     save_model(tmp_path / "model.pt", model, model.state_dict(), vocab=[str(i) for i in range(10)], features={})
@@ -67,7 +80,9 @@ def test_an_inconsistent_model_file_gets_one_line_naming_what_is_wrong(tmp_path,
 def test_a_checkpoint_carrying_code_is_refused_without_running_it(stages, tmp_path):
     marker = tmp_path / "ran"
     torch.save({"fingerprint": {}, "payload": RunsCode(marker)}, tmp_path / "checkpoint.pt")
-    with pytest.raises(SatError, match="cannot read the checkpoint .*checkpoint.pt .*Weights only load failed.*delete it"):
+    with pytest.raises(
+        SatError, match="cannot read the checkpoint .*checkpoint.pt .*Weights only load failed.*delete it"
+    ):
         run(stages, tmp_path)
     assert not marker.exists() and not (tmp_path / "model.pt").exists()
 

@@ -30,12 +30,15 @@ def timings(**seconds):
     return probe
 
 
-@pytest.mark.parametrize(("fp32", "bf16", "expected"), [
-    (1.0, 0.4, "bfloat16"),  # clearly faster
-    (1.0, 0.9, "float32"),  # faster, but within what timing noise could flip
-    (1.0, 1.5, "float32"),  # slower, as at small model sizes
-    (1.0, 80.0, "float32"),  # emulated
-])
+@pytest.mark.parametrize(
+    ("fp32", "bf16", "expected"),
+    [
+        (1.0, 0.4, "bfloat16"),  # clearly faster
+        (1.0, 0.9, "float32"),  # faster, but within what timing noise could flip
+        (1.0, 1.5, "float32"),  # slower, as at small model sizes
+        (1.0, 80.0, "float32"),  # emulated
+    ],
+)
 def test_auto_never_picks_a_precision_its_probe_found_slower(native, fp32, bf16, expected):
     probe = timings(float32=fp32, bfloat16=bf16)
     assert precision.choose("auto", CPU, probe) == expected

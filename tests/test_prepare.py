@@ -5,9 +5,9 @@ import zipfile
 
 import pandas as pd
 import pytest
+from conftest import FLICKR8K_SAMPLE
 from PIL import Image
 
-from conftest import FLICKR8K_SAMPLE
 from show_attend_tell.errors import SatError
 from show_attend_tell.prepare import prepare, read_karpathy
 from show_attend_tell.text import read_captions
@@ -19,8 +19,13 @@ def make_image(path, colour=(200, 30, 30)):
 
 
 def entry(i, split, filename, filepath=None, captions=("A dog runs.", "a dog")):
-    image = {"filename": filename, "imgid": i, "split": split, "sentids": [10 * i + j for j in range(len(captions))],
-             "sentences": [{"raw": raw, "tokens": [], "imgid": i, "sentid": 10 * i + j} for j, raw in enumerate(captions)]}
+    image = {
+        "filename": filename,
+        "imgid": i,
+        "split": split,
+        "sentids": [10 * i + j for j in range(len(captions))],
+        "sentences": [{"raw": raw, "tokens": [], "imgid": i, "sentid": 10 * i + j} for j, raw in enumerate(captions)],
+    }
     if filepath:
         image["filepath"] = filepath
     return image
@@ -38,8 +43,9 @@ def dataset(tmp_path):
 
 
 def run(tmp_path, json_path, dirs=None, **kw):
-    return prepare(json_path, dirs or [tmp_path / "img"], tmp_path / "captions.csv", tmp_path / "images.csv",
-                   progress=False, **kw)
+    return prepare(
+        json_path, dirs or [tmp_path / "img"], tmp_path / "captions.csv", tmp_path / "images.csv", progress=False, **kw
+    )
 
 
 def rewrite(path, images):
@@ -51,8 +57,16 @@ def test_writes_one_row_per_caption_and_per_image(dataset):
     run(tmp_path, path)
     captions = read_captions(tmp_path / "captions.csv")
     images = pd.read_csv(tmp_path / "images.csv")
-    assert list(captions.columns) == ["caption_index", "image_index", "image_id", "split", "sentence_id", "file",
-                                      "raw", "tokens"]
+    assert list(captions.columns) == [
+        "caption_index",
+        "image_index",
+        "image_id",
+        "split",
+        "sentence_id",
+        "file",
+        "raw",
+        "tokens",
+    ]
     assert len(captions) == 6 and captions["caption_index"].tolist() == list(range(6))
     assert captions["tokens"].tolist()[:2] == ["a dog runs", "a dog"]
     assert captions["sentence_id"].tolist() == [0, 1, 10, 11, 20, 21]
@@ -119,27 +133,44 @@ def test_an_empty_caption_is_a_clear_error(dataset):
     assert not (tmp_path / "captions.csv").exists()
 
 
-@pytest.mark.parametrize("document, complaint", [
-    ({"pictures": []}, "an 'images' list"),
-    ({"images": []}, "the list is empty"),
-    ({"images": [{"split": "train", "sentences": [{"raw": "a"}]}]}, r"images\[0\]: missing 'filename'"),
-    ({"images": [{"filename": "a.jpg", "split": "dev", "sentences": [{"raw": "a"}]}]}, "'split' is 'dev'"),
-    ({"images": [{"filename": "a.jpg", "split": "train", "sentences": []}]}, "empty 'sentences'"),
-    ({"images": [{"filename": "a.jpg", "split": "train", "sentences": [{"tokens": ["a"]}]}]},
-     r"sentences\[0\].*missing 'raw'"),
-    ({"images": [{"filename": "a.jpg", "split": "train", "cocoid": "abc", "sentences": [{"raw": "a"}]}]},
-     r"images\[0\] \(a\.jpg\): 'cocoid' is 'abc', expected an integer"),
-    ({"images": [{"filename": "a.jpg", "split": "train", "imgid": 1.5, "sentences": [{"raw": "a"}]}]},
-     r"images\[0\] \(a\.jpg\): 'imgid' is 1.5"),
-    ({"images": [{"filename": "a.jpg", "split": "train", "cocoid": None, "sentences": [{"raw": "a"}]}]},
-     "'cocoid' is None"),
-    ({"images": [{"filename": "a.jpg", "split": "train", "sentences": [{"raw": "a", "sentid": "s1"}]}]},
-     r"images\[0\] \(a\.jpg\)\.sentences\[0\]: 'sentid' is 's1', expected an integer"),
-    ({"images": [{"filename": "a.jpg", "split": "train", "sentences": [{"raw": "a", "sentid": True}]}]},
-     "'sentid' is True"),
-    ({"images": [{"filename": "a.jpg", "filepath": 2014, "split": "train", "sentences": [{"raw": "a"}]}]},
-     "'filepath' is 2014"),
-])
+@pytest.mark.parametrize(
+    "document, complaint",
+    [
+        ({"pictures": []}, "an 'images' list"),
+        ({"images": []}, "the list is empty"),
+        ({"images": [{"split": "train", "sentences": [{"raw": "a"}]}]}, r"images\[0\]: missing 'filename'"),
+        ({"images": [{"filename": "a.jpg", "split": "dev", "sentences": [{"raw": "a"}]}]}, "'split' is 'dev'"),
+        ({"images": [{"filename": "a.jpg", "split": "train", "sentences": []}]}, "empty 'sentences'"),
+        (
+            {"images": [{"filename": "a.jpg", "split": "train", "sentences": [{"tokens": ["a"]}]}]},
+            r"sentences\[0\].*missing 'raw'",
+        ),
+        (
+            {"images": [{"filename": "a.jpg", "split": "train", "cocoid": "abc", "sentences": [{"raw": "a"}]}]},
+            r"images\[0\] \(a\.jpg\): 'cocoid' is 'abc', expected an integer",
+        ),
+        (
+            {"images": [{"filename": "a.jpg", "split": "train", "imgid": 1.5, "sentences": [{"raw": "a"}]}]},
+            r"images\[0\] \(a\.jpg\): 'imgid' is 1.5",
+        ),
+        (
+            {"images": [{"filename": "a.jpg", "split": "train", "cocoid": None, "sentences": [{"raw": "a"}]}]},
+            "'cocoid' is None",
+        ),
+        (
+            {"images": [{"filename": "a.jpg", "split": "train", "sentences": [{"raw": "a", "sentid": "s1"}]}]},
+            r"images\[0\] \(a\.jpg\)\.sentences\[0\]: 'sentid' is 's1', expected an integer",
+        ),
+        (
+            {"images": [{"filename": "a.jpg", "split": "train", "sentences": [{"raw": "a", "sentid": True}]}]},
+            "'sentid' is True",
+        ),
+        (
+            {"images": [{"filename": "a.jpg", "filepath": 2014, "split": "train", "sentences": [{"raw": "a"}]}]},
+            "'filepath' is 2014",
+        ),
+    ],
+)
 def test_a_json_not_in_karpathy_schema_is_named_precisely(tmp_path, document, complaint):
     path = tmp_path / "d.json"
     path.write_text(json.dumps(document))
@@ -152,22 +183,33 @@ def test_a_json_not_in_karpathy_schema_is_named_precisely(tmp_path, document, co
 def test_files_outside_the_image_folders_are_refused_with_their_list(dataset):
     tmp_path, path, images = dataset
     make_image(tmp_path / "x.jpg")  # a real image beside the image folder, where these entries point
-    escapes = [("../x.jpg", None), ("sub/../../x.jpg", None), (str(tmp_path / "x.jpg"), None), ("x.jpg", ".."),
-               ("x.jpg", "img/../.."), ("x.jpg", str(tmp_path))]
+    escapes = [
+        ("../x.jpg", None),
+        ("sub/../../x.jpg", None),
+        (str(tmp_path / "x.jpg"), None),
+        ("x.jpg", ".."),
+        ("x.jpg", "img/../.."),
+        ("x.jpg", str(tmp_path)),
+    ]
     rewrite(path, images + [entry(3 + i, "train", name, folder) for i, (name, folder) in enumerate(escapes)])
     with pytest.raises(SatError, match="lists 6 images outside the image folders") as error:
         run(tmp_path, path)
     listed = str(error.value).splitlines()[1:]
-    assert listed == [f"  images[{3 + i}]: {folder + '/' if folder else ''}{name}"
-                      for i, (name, folder) in enumerate(escapes)]
+    assert listed == [
+        f"  images[{3 + i}]: {folder + '/' if folder else ''}{name}" for i, (name, folder) in enumerate(escapes)
+    ]
     assert not (tmp_path / "captions.csv").exists() and not (tmp_path / "images.csv").exists()
 
 
-@pytest.mark.parametrize("twin, leak", [
-    (entry(7, "val", "a.jpg"), "a.jpg: in train and val"),
-    (entry(7, "train", "./b.jpg"), "b.jpg: in train and val"),
-    (entry(0, "test", "d.jpg"), "id 0: a.jpg in train, d.jpg in test"),
-], ids=["same-file", "same-file-spelt-otherwise", "same-id"])
+@pytest.mark.parametrize(
+    "twin, leak",
+    [
+        (entry(7, "val", "a.jpg"), "a.jpg: in train and val"),
+        (entry(7, "train", "./b.jpg"), "b.jpg: in train and val"),
+        (entry(0, "test", "d.jpg"), "id 0: a.jpg in train, d.jpg in test"),
+    ],
+    ids=["same-file", "same-file-spelt-otherwise", "same-id"],
+)
 def test_an_image_in_two_splits_is_refused_as_a_leak(dataset, twin, leak):
     tmp_path, path, images = dataset
     make_image(tmp_path / "img" / twin["filename"])
@@ -202,8 +244,13 @@ def test_real_flickr8k_sample_prepares_all_split_images(tmp_path):
         z.extractall(tmp_path / "text")
     with zipfile.ZipFile(FLICKR8K_SAMPLE / "Flickr8k_Dataset.zip") as z:
         z.extractall(tmp_path / "images")
-    prepare(tmp_path / "text" / "dataset_flickr8k.json", [tmp_path / "images" / "Flicker8k_Dataset"],
-            tmp_path / "captions.csv", tmp_path / "images.csv", progress=False)
+    prepare(
+        tmp_path / "text" / "dataset_flickr8k.json",
+        [tmp_path / "images" / "Flicker8k_Dataset"],
+        tmp_path / "captions.csv",
+        tmp_path / "images.csv",
+        progress=False,
+    )
     images = pd.read_csv(tmp_path / "images.csv")
     assert images["split"].value_counts().to_dict() == {"train": 753, "test": 125, "val": 113}
     assert len(read_captions(tmp_path / "captions.csv")) == 5 * 991

@@ -12,8 +12,9 @@ from show_attend_tell import figures, grounding, report
 from show_attend_tell.encoders import resize_shorter
 
 
-def write_attention(path, *, grid=(2, 2), image_size=64, attention="soft", captions=("a red circle",),
-                    files=("img_0.jpg",), alphas=None):
+def write_attention(
+    path, *, grid=(2, 2), image_size=64, attention="soft", captions=("a red circle",), files=("img_0.jpg",), alphas=None
+):
     n = len(captions)
     steps = max(len(c.split()) for c in captions) + 1
     if alphas is None:
@@ -26,8 +27,17 @@ def write_attention(path, *, grid=(2, 2), image_size=64, attention="soft", capti
         f["image_index"] = np.arange(n, dtype=np.int64)
         f.create_dataset("files", data=list(files), dtype=h5py.string_dtype())
         f.create_dataset("captions", data=list(captions), dtype=h5py.string_dtype())
-        f.attrs.update({"grid": list(grid), "image_size": image_size, "encoder": "efficientnet_lite0",
-                        "layer": "blocks.4", "beam_size": 3, "attention": attention, "split": "test"})
+        f.attrs.update(
+            {
+                "grid": list(grid),
+                "image_size": image_size,
+                "encoder": "efficientnet_lite0",
+                "layer": "blocks.4",
+                "beam_size": 3,
+                "attention": attention,
+                "split": "test",
+            }
+        )
     return path
 
 
@@ -42,15 +52,26 @@ def write_metrics(path, paper_bleu=(0.6, 0.4, 0.3, 0.2), meteor=0.19, bp=0.9, fu
 
 def write_train_log(path, seconds=((50.0, 10.0), (40.0, 20.0)), precision="bfloat16"):
     """A train_log.csv of epochs with these (train, validation) seconds."""
-    pd.DataFrame([{"epoch": k + 1, "train_seconds": t, "val_seconds": v, "device": "cpu", "precision": precision}
-                  for k, (t, v) in enumerate(seconds)]).to_csv(path, index=False)
+    pd.DataFrame(
+        [
+            {"epoch": k + 1, "train_seconds": t, "val_seconds": v, "device": "cpu", "precision": precision}
+            for k, (t, v) in enumerate(seconds)
+        ]
+    ).to_csv(path, index=False)
     return path
 
 
 def test_table1_puts_our_rows_beside_the_papers_on_its_scale(tmp_path):
-    rows = [report.row("flickr8k", model, write_metrics(tmp_path / f"{model}.csv"),
-                       write_attention(tmp_path / f"{model}.h5", attention=model), write_train_log(tmp_path / "log.csv"))
-            for model in ("soft", "hard")]
+    rows = [
+        report.row(
+            "flickr8k",
+            model,
+            write_metrics(tmp_path / f"{model}.csv"),
+            write_attention(tmp_path / f"{model}.h5", attention=model),
+            write_train_log(tmp_path / "log.csv"),
+        )
+        for model in ("soft", "hard")
+    ]
     table = report.table1(rows, tmp_path / "table1.csv", tmp_path / "table1.md")
     soft = table.iloc[0]
     assert soft["bleu_4"] == pytest.approx(20.0) and soft["coco_bleu_4"] == pytest.approx(18.0)
@@ -60,24 +81,40 @@ def test_table1_puts_our_rows_beside_the_papers_on_its_scale(tmp_path):
     assert (soft["encoder"], soft["grid"], soft["beam_size"], soft["split"]) == ("efficientnet_lite0", "2x2", 3, "test")
     md = (tmp_path / "table1.md").read_text()
     assert soft["train_minutes"] == pytest.approx(2.0) and (soft["device"], soft["precision"]) == ("cpu", "bfloat16")
-    assert ("| flickr8k | soft | efficientnet_lite0 blocks.4 (2x2) | 2.0 min, cpu bfloat16 | 3 | test (1000) | 60.0 / 67 |"
-            in md)
+    assert (
+        "| flickr8k | soft | efficientnet_lite0 blocks.4 (2x2) | 2.0 min, cpu bfloat16 | 3 | test (1000) | 60.0 / 67 |"
+        in md
+    )
     assert "without the brevity penalty" in md
     assert "| 19.0 / 18.93 | 63.0 / 22.0 | 18.0 |" in md, "BLEU-1 / 4 with a final full stop, beside METEOR"
     assert pd.read_csv(tmp_path / "table1.csv").shape[0] == 2
 
 
 def test_metrics_from_before_the_full_stop_variant_leave_its_cell_empty(tmp_path):
-    rows = [report.row("demo", "soft", write_metrics(tmp_path / "m.csv", full_stop=None), write_attention(tmp_path / "a.h5"),
-                       write_train_log(tmp_path / "log.csv"))]
+    rows = [
+        report.row(
+            "demo",
+            "soft",
+            write_metrics(tmp_path / "m.csv", full_stop=None),
+            write_attention(tmp_path / "a.h5"),
+            write_train_log(tmp_path / "log.csv"),
+        )
+    ]
     table = report.table1(rows, tmp_path / "t.csv", tmp_path / "t.md")
     assert pd.isna(table.iloc[0]["bleu_1_full_stop"])
     assert "| 19.0 |  | 18.0 |" in (tmp_path / "t.md").read_text()
 
 
 def test_rows_the_paper_does_not_have_show_ours_alone(tmp_path):
-    rows = [report.row("demo", "soft", write_metrics(tmp_path / "m.csv"), write_attention(tmp_path / "a.h5"),
-                       write_train_log(tmp_path / "log.csv"))]
+    rows = [
+        report.row(
+            "demo",
+            "soft",
+            write_metrics(tmp_path / "m.csv"),
+            write_attention(tmp_path / "a.h5"),
+            write_train_log(tmp_path / "log.csv"),
+        )
+    ]
     table = report.table1(rows, tmp_path / "t.csv", tmp_path / "t.md")
     assert pd.isna(table.iloc[0]["xu2015_bleu_4"])
     assert "| 60.0 | 40.0 |" in (tmp_path / "t.md").read_text()
@@ -94,13 +131,20 @@ def test_cell_centres_map_the_grid_back_through_resize_and_centre_crop():
 
 def test_pointing_game_counts_peaks_inside_the_named_unique_objects_box():
     centres = grounding.cell_centres((2, 2), image_size=256, crop=224)  # cells centred at 72 and 184
-    objects = {"a.jpg": [{"shape": "circle", "bbox": [150, 150, 220, 220]},
-                         {"shape": "star", "bbox": [40, 40, 100, 100]}, {"shape": "star", "bbox": [150, 30, 200, 90]}],
-               "b.jpg": [{"shape": "square", "bbox": [40, 150, 100, 220]}]}
+    objects = {
+        "a.jpg": [
+            {"shape": "circle", "bbox": [150, 150, 220, 220]},
+            {"shape": "star", "bbox": [40, 40, 100, 100]},
+            {"shape": "star", "bbox": [150, 30, 200, 90]},
+        ],
+        "b.jpg": [{"shape": "square", "bbox": [40, 150, 100, 220]}],
+    }
     peak = lambda cell: np.eye(4)[cell]  # noqa: E731
     captions = {"a.jpg": ["a", "circle", "and", "a", "star"], "b.jpg": ["a", "triangle"]}
-    alphas = {"a.jpg": np.stack([peak(0), peak(3), peak(0), peak(0), peak(0), peak(0)]),
-              "b.jpg": np.stack([peak(0), peak(2), peak(0)])}
+    alphas = {
+        "a.jpg": np.stack([peak(0), peak(3), peak(0), peak(0), peak(0), peak(0)]),
+        "b.jpg": np.stack([peak(0), peak(2), peak(0)]),
+    }
     result = grounding.measure(captions, alphas, objects, centres)
     assert result.pointed_words == 1  # the circle; "star" has two objects, "triangle" none
     assert result.pointing == 1.0
@@ -123,11 +167,18 @@ def test_split_figures_draw_one_panel_per_word_for_the_first_images(tmp_path):
     for i in range(3):
         Image.fromarray(np.full((80, 80, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"img_{i}.jpg")
         paths.append(tmp_path / f"img_{i}.jpg")
-    pd.DataFrame({"image_index": range(3), "image_id": [7, 8, 9], "split": "test",
-                  "file": [p.name for p in paths], "path": [str(p) for p in paths]}).to_csv(
-        tmp_path / "images.csv", index=False)
-    attention = write_attention(tmp_path / "a.h5", captions=("a red circle", "two", "a b c d e f"),
-                                files=[p.name for p in paths])
+    pd.DataFrame(
+        {
+            "image_index": range(3),
+            "image_id": [7, 8, 9],
+            "split": "test",
+            "file": [p.name for p in paths],
+            "path": [str(p) for p in paths],
+        }
+    ).to_csv(tmp_path / "images.csv", index=False)
+    attention = write_attention(
+        tmp_path / "a.h5", captions=("a red circle", "two", "a b c d e f"), files=[p.name for p in paths]
+    )
     written = figures.split_figures(attention, tmp_path / "images.csv", tmp_path / "figs", count=2)
     assert [p.name for p in written] == ["7.png", "8.png"]
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["7.png", "8.png"]

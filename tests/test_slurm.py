@@ -10,9 +10,8 @@ import time
 
 import pandas as pd
 import pytest
-import yaml
-
 import slurm_cluster
+import yaml
 from conftest import REPO
 from test_workflow import TINY_DEMO, TINY_TRAIN, assert_same_features, digests, snakemake
 
@@ -24,11 +23,32 @@ ARTIFACTS = ["demo/captions.csv", "demo/vocab.csv", "demo/captions.h5", "demo/le
 
 def on_slurm(workdir, *args):
     """The snakemake command line that runs the workflow in ``workdir`` through sbatch (config in config.yaml)."""
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-            "--configfile", str(workdir / "config.yaml"), "--executor", "slurm", "--jobs", "4",
-            "--slurm-no-account", "--slurm-status-command", "squeue", "--slurm-keep-successful-logs",
-            "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
-            "--latency-wait", "10", *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--executor",
+        "slurm",
+        "--jobs",
+        "4",
+        "--slurm-no-account",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-keep-successful-logs",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "2",
+        "--latency-wait",
+        "10",
+        *args,
+    ]
 
 
 def slurm_jobs(out: str) -> list[tuple[str, str]]:
@@ -55,15 +75,26 @@ def test_the_data_stages_run_as_slurm_jobs_and_equal_a_local_run(cluster, tmp_pa
     remote.mkdir()
     snakemake(local, *TARGETS, config=TINY_DEMO)
     # The cluster run encodes the features in two shard jobs: merged, they equal the local single job's.
-    sharded = {**TINY_DEMO, "datasets": {"demo": {**TINY_DEMO["datasets"]["demo"],
-                                                  "features": {"batch_size": 8, "workers": 1, "shards": 2}}}}
+    sharded = {
+        **TINY_DEMO,
+        "datasets": {
+            "demo": {**TINY_DEMO["datasets"]["demo"], "features": {"batch_size": 8, "workers": 1, "shards": 2}}
+        },
+    }
     (remote / "config.yaml").write_text(yaml.safe_dump(sharded))
     result = subprocess.run(on_slurm(remote, *TARGETS), capture_output=True, text=True, env=cluster.env, cwd=remote)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-5000:]
     submitted = {rule: job for job, rule in slurm_jobs(out)}
-    assert set(submitted) >= {"demo_dataset", "prepare", "vocab", "encode", "lengths", "features_shard",
-                              "merge_features"}
+    assert set(submitted) >= {
+        "demo_dataset",
+        "prepare",
+        "vocab",
+        "encode",
+        "lengths",
+        "features_shard",
+        "merge_features",
+    }
     for rule, job in submitted.items():
         assert list((remote / ".snakemake" / "slurm_logs").glob(f"rule_{rule}/**/{job}.log")), rule
     assert digests(remote / "results", ARTIFACTS) == digests(local / "results", ARTIFACTS)
@@ -71,14 +102,23 @@ def test_the_data_stages_run_as_slurm_jobs_and_equal_a_local_run(cluster, tmp_pa
 
 
 def test_a_training_job_cancelled_on_the_cluster_resumes_when_snakemake_resubmits_it(cluster, tmp_path):
-    long = {**TINY_DEMO, "datasets": {"demo": {**TINY_DEMO["datasets"]["demo"],
-                                               "train": TINY_TRAIN | {"max_epochs": 300, "patience": 300}}}}
+    long = {
+        **TINY_DEMO,
+        "datasets": {
+            "demo": {**TINY_DEMO["datasets"]["demo"], "train": TINY_TRAIN | {"max_epochs": 300, "patience": 300}}
+        },
+    }
     snakemake(tmp_path, *TARGETS, config=long)  # the data stages, locally
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(long))
     output = tmp_path / "snakemake.out"
     with output.open("w") as sink:
-        run = subprocess.Popen(on_slurm(tmp_path, "--retries", "1", "results/demo/soft/model.pt"), env=cluster.env,
-                               cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT)
+        run = subprocess.Popen(
+            on_slurm(tmp_path, "--retries", "1", "results/demo/soft/model.pt"),
+            env=cluster.env,
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     checkpoint = tmp_path / "results" / "checkpoints" / "demo" / "soft.pt"
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and run.poll() is None and time.monotonic() < deadline:

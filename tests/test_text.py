@@ -14,8 +14,19 @@ from show_attend_tell.text import SPECIALS, build_vocab, encode, length_dictiona
 def write_captions(path, rows):
     """captions.csv with the columns prepare writes; rows are (split, image_index, tokens)."""
     frame = pd.DataFrame(
-        [{"caption_index": i, "image_index": im, "image_id": 100 + im, "split": split, "sentence_id": i,
-          "file": f"{im}.jpg", "raw": tokens, "tokens": tokens} for i, (split, im, tokens) in enumerate(rows)]
+        [
+            {
+                "caption_index": i,
+                "image_index": im,
+                "image_id": 100 + im,
+                "split": split,
+                "sentence_id": i,
+                "file": f"{im}.jpg",
+                "raw": tokens,
+                "tokens": tokens,
+            }
+            for i, (split, im, tokens) in enumerate(rows)
+        ]
     )
     frame.to_csv(path, index=False)
     return path
@@ -35,10 +46,15 @@ def test_unknown_tokenizer_is_a_clear_error():
 
 
 def test_vocab_keeps_most_frequent_train_words_after_specials(tmp_path):
-    captions = write_captions(tmp_path / "captions.csv", [
-        ("train", 0, "a dog runs"), ("train", 0, "a dog sits"), ("train", 1, "a cat"),
-        ("val", 2, "zebra zebra zebra zebra"),
-    ])
+    captions = write_captions(
+        tmp_path / "captions.csv",
+        [
+            ("train", 0, "a dog runs"),
+            ("train", 0, "a dog sits"),
+            ("train", 1, "a cat"),
+            ("val", 2, "zebra zebra zebra zebra"),
+        ],
+    )
     vocab = build_vocab(captions, tmp_path / "vocab.csv", size=2)
     assert list(vocab["word"]) == [*SPECIALS, "a", "dog"]
     assert list(vocab["index"]) == list(range(6))
@@ -54,9 +70,14 @@ def test_vocab_ties_are_broken_alphabetically_for_reproducibility(tmp_path):
 
 
 def test_encode_writes_start_words_end_then_padding(tmp_path):
-    captions = write_captions(tmp_path / "captions.csv", [
-        ("train", 0, "a dog runs"), ("train", 1, "a cat"), ("test", 1, "a zebra"),
-    ])
+    captions = write_captions(
+        tmp_path / "captions.csv",
+        [
+            ("train", 0, "a dog runs"),
+            ("train", 1, "a cat"),
+            ("test", 1, "a zebra"),
+        ],
+    )
     build_vocab(captions, tmp_path / "vocab.csv", size=10)
     encode(captions, tmp_path / "vocab.csv", tmp_path / "captions.h5")
     vocab = read_vocab(tmp_path / "vocab.csv")
@@ -92,9 +113,15 @@ def test_encode_refuses_a_vocabulary_from_elsewhere(tmp_path):
 
 
 def test_length_dictionary_groups_train_captions_by_length(tmp_path):
-    captions = write_captions(tmp_path / "captions.csv", [
-        ("train", 0, "a b"), ("val", 0, "a b"), ("train", 1, "a b c"), ("train", 1, "c d"),
-    ])
+    captions = write_captions(
+        tmp_path / "captions.csv",
+        [
+            ("train", 0, "a b"),
+            ("val", 0, "a b"),
+            ("train", 1, "a b c"),
+            ("train", 1, "c d"),
+        ],
+    )
     build_vocab(captions, tmp_path / "vocab.csv", size=10)
     encode(captions, tmp_path / "vocab.csv", tmp_path / "captions.h5")
     assert length_dictionary(tmp_path / "captions.h5", tmp_path / "lengths.json") == {2: [0, 3], 3: [2]}

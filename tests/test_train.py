@@ -17,18 +17,36 @@ from show_attend_tell.distributed import World
 from show_attend_tell.errors import SatError
 from show_attend_tell.model import load_model
 
-TINY = dict(embed_dim=16, hidden_dim=24, attention_dim=12, dropout=0.2, batch_size=16, max_epochs=2,
-            learning_rate=0.003, max_decode_length=12, precision="float32")
+TINY = dict(
+    embed_dim=16,
+    hidden_dim=24,
+    attention_dim=12,
+    dropout=0.2,
+    batch_size=16,
+    max_epochs=2,
+    learning_rate=0.003,
+    max_decode_length=12,
+    precision="float32",
+)
 TIMING = ["tokens_per_s", "train_seconds", "val_seconds"]
 
 
 def run(stages, out, features_h5=None, seed=0, **settings):
     out.mkdir(parents=True, exist_ok=True)
     return train.train(
-        stages / "captions.h5", stages / "vocab.csv", stages / "captions.csv", stages / "lengths.json",
-        features_h5 or stages / "features.h5", model_out=out / "model.pt", log_csv=out / "train_log.csv",
-        curves_png=out / "curves.png", checkpoint=out / "checkpoint.pt",
-        settings=train.Settings.from_config(TINY | settings), seed=seed, threads=1, progress=False,
+        stages / "captions.h5",
+        stages / "vocab.csv",
+        stages / "captions.csv",
+        stages / "lengths.json",
+        features_h5 or stages / "features.h5",
+        model_out=out / "model.pt",
+        log_csv=out / "train_log.csv",
+        curves_png=out / "curves.png",
+        checkpoint=out / "checkpoint.pt",
+        settings=train.Settings.from_config(TINY | settings),
+        seed=seed,
+        threads=1,
+        progress=False,
     )
 
 
@@ -73,10 +91,19 @@ def test_training_writes_the_selected_model_its_log_and_curves(stages, tmp_path)
     # The logged scores are real greedy decoding, and teacher forcing, of the stored model on the validation split.
     captions = data.read_encoded(stages / "captions.h5", stages / "vocab.csv")
     vset = validation.validation_set(captions, stages / "captions.csv", None)
-    measured = validation.measure(model, captions, data.Features(stages / "features.h5"), vset, beam_size=1,
-                                  max_length=TINY["max_decode_length"], batch_size=250, world=World())
-    assert measured == pytest.approx({"nll_per_word": best["val_nll_per_word"], "bleu4": best["val_bleu4"],
-                                      "cider": best["val_cider"]}, rel=1e-4)
+    measured = validation.measure(
+        model,
+        captions,
+        data.Features(stages / "features.h5"),
+        vset,
+        beam_size=1,
+        max_length=TINY["max_decode_length"],
+        batch_size=250,
+        world=World(),
+    )
+    assert measured == pytest.approx(
+        {"nll_per_word": best["val_nll_per_word"], "bleu4": best["val_bleu4"], "cider": best["val_cider"]}, rel=1e-4
+    )
 
 
 def test_same_seed_same_model_other_seed_other_model(stages, tmp_path):
@@ -173,8 +200,16 @@ def test_a_vocabulary_of_another_encoding_is_refused(stages, tmp_path):
 def test_features_of_another_grid_are_refused_at_decoding(stages, tmp_path):
     run(stages, tmp_path, max_epochs=1)
     _, document = load_model(tmp_path / "model.pt")
-    features.extract(stages / "images.csv", tmp_path / "f96.h5", encoder="efficientnet_lite0", layer="blocks.4",
-                     image_size=96, batch_size=16, workers=0, progress=False)
+    features.extract(
+        stages / "images.csv",
+        tmp_path / "f96.h5",
+        encoder="efficientnet_lite0",
+        layer="blocks.4",
+        image_size=96,
+        batch_size=16,
+        workers=0,
+        progress=False,
+    )
     with pytest.raises(SatError, match=r"grid: \[4, 4\] when trained, \[6, 6\] in"):
         data.check_features(document, data.Features(tmp_path / "f96.h5"))
 
@@ -190,16 +225,21 @@ def test_features_of_other_images_are_refused(stages, tmp_path):
         data.Features(tmp_path / "features.h5").check_images(captions)
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({"hiden_dim": 3}, r"\(top level\): Additional properties are not allowed \('hiden_dim' was unexpected\)"),
-    ({"batch_size": -4}, r"batch_size: -4 is less than the minimum of 1"),
-    ({"batch_size": "64"}, r"batch_size: '64' is not of type 'integer'"),
-    ({"dropout": 2.0}, r"dropout: 2.0 is greater than the maximum of 1"),
-    ({"max_epochs": 0}, r"max_epochs: 0 is less than the minimum of 1"),
-    ([1, 2], r"\(top level\): \[1, 2\] is not of type 'object'"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"hiden_dim": 3}, r"\(top level\): Additional properties are not allowed \('hiden_dim' was unexpected\)"),
+        ({"batch_size": -4}, r"batch_size: -4 is less than the minimum of 1"),
+        ({"batch_size": "64"}, r"batch_size: '64' is not of type 'integer'"),
+        ({"dropout": 2.0}, r"dropout: 2.0 is greater than the maximum of 1"),
+        ({"max_epochs": 0}, r"max_epochs: 0 is less than the minimum of 1"),
+        ([1, 2], r"\(top level\): \[1, 2\] is not of type 'object'"),
+    ],
+)
 def test_bad_settings_get_the_workflows_one_line_message(settings, message):
-    with pytest.raises(SatError, match=r"^invalid training settings \(see config.schema.yaml, train\): " + message) as e:
+    with pytest.raises(
+        SatError, match=r"^invalid training settings \(see config.schema.yaml, train\): " + message
+    ) as e:
         train.Settings.from_config(settings)
     assert "\n" not in str(e.value)
 

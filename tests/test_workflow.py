@@ -1,4 +1,4 @@
-"""Real snakemake runs of the data stages and training on tiny configs: the demo set and a real Flickr8k sample over HTTP."""
+"""Real snakemake runs of the data stages and training on tiny configs: the demo set, a real Flickr8k sample."""
 
 import hashlib
 import json
@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from conftest import FLICKR8K_SAMPLE, REPO
 
 pytestmark = pytest.mark.workflow
@@ -19,15 +18,13 @@ pytestmark = pytest.mark.workflow
 TINY_TRAIN = {"embed_dim": 16, "hidden_dim": 24, "attention_dim": 12, "batch_size": 16, "max_epochs": 2}
 TINY_DEMO = {
     "demo": {"train": 12, "val": 4, "test": 4, "image_size": 128},
-    "datasets": {"demo": {"features": {"batch_size": 8, "workers": 1},
-                          "train": TINY_TRAIN}},
+    "datasets": {"demo": {"features": {"batch_size": 8, "workers": 1}, "train": TINY_TRAIN}},
 }
 
 
 def snakemake(workdir, *args, config=None, check=True):
     """Run the repository's workflow in ``workdir`` with ``config`` layered over config.yaml."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
-           *args]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
     if config is not None:  # last: --configfile takes every argument after it
         (workdir / "test_config.yaml").write_text(yaml.safe_dump(config))
         cmd += ["--configfile", str(workdir / "test_config.yaml")]
@@ -88,11 +85,22 @@ def test_demo_data_stages_run_end_to_end_and_are_reproducible(tmp_path):
     assert attrs["encoder"] == "efficientnet_lite0" and attrs["layer"] == "blocks.4"
     assert shape == (20, 196, 112)
     assert "nothing to be done" in snakemake(one, "-n", config=TINY_DEMO).stdout.lower()
-    artifacts = ["data/demo/dataset_demo.json", "data/demo/objects.json", "data/demo/images/demo_000000.jpg",
-                 "demo/captions.csv", "demo/vocab.csv", "demo/captions.h5", "demo/lengths.json",
-                 "demo/features/efficientnet_lite0.h5", "demo/soft/model.pt", "demo/hard/model.pt",
-                 "demo/soft/captions_test.json", "demo/hard/attention_test.h5", "demo/soft/metrics_test.csv",
-                 "demo/hard/grounding_test.csv"]
+    artifacts = [
+        "data/demo/dataset_demo.json",
+        "data/demo/objects.json",
+        "data/demo/images/demo_000000.jpg",
+        "demo/captions.csv",
+        "demo/vocab.csv",
+        "demo/captions.h5",
+        "demo/lengths.json",
+        "demo/features/efficientnet_lite0.h5",
+        "demo/soft/model.pt",
+        "demo/hard/model.pt",
+        "demo/soft/captions_test.json",
+        "demo/hard/attention_test.h5",
+        "demo/soft/metrics_test.csv",
+        "demo/hard/grounding_test.csv",
+    ]
     assert digests(one / "results", artifacts) == digests(two / "results", artifacts)
     # Table 1 is the same but for the training minutes it reports, which are measured.
     tables = [pd.read_csv(d / "results" / "table1.csv").drop(columns="train_minutes") for d in (one, two)]
@@ -156,8 +164,12 @@ def test_features_in_shards_merge_into_what_one_job_writes(tmp_path):
     single, sharded = tmp_path / "single", tmp_path / "sharded"
     for workdir, shards in ((single, 1), (sharded, 3)):
         workdir.mkdir()
-        config = {**TINY_DEMO, "datasets": {"demo": {**TINY_DEMO["datasets"]["demo"],
-                                                     "features": {"batch_size": 8, "workers": 1, "shards": shards}}}}
+        config = {
+            **TINY_DEMO,
+            "datasets": {
+                "demo": {**TINY_DEMO["datasets"]["demo"], "features": {"batch_size": 8, "workers": 1, "shards": shards}}
+            },
+        }
         result = snakemake(workdir, target, config=config)
     out = result.stdout + result.stderr
     assert out.count("rule features_shard:") == 3 and "rule merge_features:" in out
@@ -176,8 +188,9 @@ def test_train_processes_run_the_train_rule_as_ddp_processes_under_torchrun(tmp_
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_a_job_declared_to_have_a_gpu_on_a_machine_without_one_fails_saying_so(tmp_path):
-    result = snakemake(tmp_path, "results/demo/features/efficientnet_lite0.h5", config={**TINY_DEMO, "gpus": 1},
-                       check=False)
+    result = snakemake(
+        tmp_path, "results/demo/features/efficientnet_lite0.h5", config={**TINY_DEMO, "gpus": 1}, check=False
+    )
     assert result.returncode != 0
     log = (tmp_path / "results" / "logs" / "demo" / "features_efficientnet_lite0.log").read_text()
     assert "declared to have 1 GPU(s) (resource gpu=1) but 0 are visible" in log
@@ -185,18 +198,40 @@ def test_a_job_declared_to_have_a_gpu_on_a_machine_without_one_fails_saying_so(t
 
 
 def test_workflow_lint_is_clean():
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--lint"],
-                            capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--lint"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations" in result.stdout + result.stderr
 
 
 def test_slurm_profile_plans_every_job_with_resources(tmp_path):
-    result = snakemake(tmp_path, "-n", "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"),
-                       "--slurm-no-account", config=TINY_DEMO)
+    result = snakemake(
+        tmp_path,
+        "-n",
+        "--workflow-profile",
+        str(REPO / "workflow" / "profiles" / "slurm"),
+        "--slurm-no-account",
+        config=TINY_DEMO,
+    )
     out = result.stdout + result.stderr
-    for rule in ("demo_dataset", "prepare", "vocab", "encode", "lengths", "features", "train", "decode", "evaluate",
-                 "figures", "grounding", "table1"):
+    for rule in (
+        "demo_dataset",
+        "prepare",
+        "vocab",
+        "encode",
+        "lengths",
+        "features",
+        "train",
+        "decode",
+        "evaluate",
+        "figures",
+        "grounding",
+        "table1",
+    ):
         assert f"rule {rule}:" in out
     assert "gpu=1" in out.replace(" ", "")
 
@@ -204,14 +239,19 @@ def test_slurm_profile_plans_every_job_with_resources(tmp_path):
 @pytest.mark.skipif(not FLICKR8K_SAMPLE.is_dir(), reason="real Flickr8k sample (../shared/data) not present")
 def test_real_flickr8k_sample_flows_from_a_loopback_http_server_to_table1(tmp_path, range_server_factory):
     server = range_server_factory(FLICKR8K_SAMPLE)
-    md5 = {name: hashlib.md5((FLICKR8K_SAMPLE / name).read_bytes()).hexdigest()
-           for name in ("Flickr8k_Dataset.zip", "caption_datasets.zip")}
+    md5 = {
+        name: hashlib.md5((FLICKR8K_SAMPLE / name).read_bytes()).hexdigest()
+        for name in ("Flickr8k_Dataset.zip", "caption_datasets.zip")
+    }
     config = {
         "run": ["flickr8k"],
         "archives": {name: {"url": server.url(name), "md5": md5[name]} for name in md5},
-        "datasets": {"flickr8k": {"features": {"encoder": "efficientnet_lite0", "layer": "blocks.4",
-                                               "image_size": 96, "batch_size": 32},
-                                  "train": TINY_TRAIN | {"max_epochs": 1, "batch_size": 64}}},
+        "datasets": {
+            "flickr8k": {
+                "features": {"encoder": "efficientnet_lite0", "layer": "blocks.4", "image_size": 96, "batch_size": 32},
+                "train": TINY_TRAIN | {"max_epochs": 1, "batch_size": 64},
+            }
+        },
     }
     snakemake(tmp_path, config=config)
     attrs, shape = check_data_stages(tmp_path / "results", "flickr8k")

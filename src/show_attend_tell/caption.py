@@ -16,8 +16,8 @@ import torch
 
 from . import encoders
 from .decode import beam_search
-from .errors import SatError
 from .devices import resolve_device
+from .errors import SatError
 from .features import RANDOM_WEIGHTS, encode_batch, load_image, prepare_encoder
 from .figures import attention_figure
 from .model import Captioner, load_model
@@ -51,9 +51,16 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return paths
 
 
-def caption_images(model_pt: str | Path, inputs: Sequence[str | Path], *, beam_size: int = 3, max_length: int = 30,
-                   figures_dir: str | Path | None = None, batch_size: int = 16,
-                   device: str = "auto") -> list[Captioned]:
+def caption_images(
+    model_pt: str | Path,
+    inputs: Sequence[str | Path],
+    *,
+    beam_size: int = 3,
+    max_length: int = 30,
+    figures_dir: str | Path | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+) -> list[Captioned]:
     """Caption every image among ``inputs`` (files, or folders of image files): one entry per file, in order.
 
     Missing paths and unreadable files get an entry with an ``error``; a SatError means nothing can be
@@ -62,8 +69,9 @@ def caption_images(model_pt: str | Path, inputs: Sequence[str | Path], *, beam_s
     The encoder is rebuilt as the model's features were made: the same layer, input size and weights.
     """
     if min(beam_size, max_length, batch_size) < 1:
-        raise SatError(f"beam size, max length and batch size must be at least 1, not {beam_size}, {max_length} "
-                       f"and {batch_size}")
+        raise SatError(
+            f"beam size, max length and batch size must be at least 1, not {beam_size}, {max_length} and {batch_size}"
+        )
     paths = expand_inputs(inputs)
     results = {i: Captioned(p, error=MISSING) for i, p in enumerate(paths) if not p.exists()}
     todo = [i for i in range(len(paths)) if i not in results]
@@ -93,12 +101,22 @@ def caption_images(model_pt: str | Path, inputs: Sequence[str | Path], *, beam_s
                 caption, figure = " ".join(words), None
                 if figures_dir is not None:
                     figure = Path(figures_dir) / f"{_unique_stem(paths[i].stem, stems)}.png"
-                    attention_figure(image.permute(1, 2, 0).numpy(), words, alphas, grid, figure,
-                                     title=f"{caption}  ({paths[i].name})")
+                    attention_figure(
+                        image.permute(1, 2, 0).numpy(),
+                        words,
+                        alphas,
+                        grid,
+                        figure,
+                        title=f"{caption}  ({paths[i].name})",
+                    )
                 results[i] = Captioned(paths[i], caption=caption, figure=figure)
     failed = sum(r.error is not None for r in results.values())
-    log.info("captioned %d of %d images%s", len(paths) - failed, len(paths),
-             f"; {failed} missing or unreadable" if failed else "")
+    log.info(
+        "captioned %d of %d images%s",
+        len(paths) - failed,
+        len(paths),
+        f"; {failed} missing or unreadable" if failed else "",
+    )
     return [results[i] for i in range(len(paths))]
 
 
@@ -109,8 +127,9 @@ def format_results(results: Sequence[Captioned]) -> str:
 
 def _nothing_to_caption(inputs: Sequence[str | Path]) -> SatError:
     """Why each input gave nothing: it is missing, or a folder with no image files."""
-    reasons = [f"{p}: " + (f"no image files ({' '.join(IMAGE_SUFFIXES)})" if Path(p).is_dir() else MISSING)
-               for p in inputs]
+    reasons = [
+        f"{p}: " + (f"no image files ({' '.join(IMAGE_SUFFIXES)})" if Path(p).is_dir() else MISSING) for p in inputs
+    ]
     return SatError("nothing to caption" + (":\n  " + "\n  ".join(reasons) if reasons else ": no inputs given"))
 
 

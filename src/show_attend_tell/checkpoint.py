@@ -43,12 +43,14 @@ class Progress:
 
 def fingerprint(settings: dict[str, Any], seed: int, features: Features, captions: Captions) -> dict[str, Any]:
     """What a checkpoint must agree on to be continued (the model's shapes follow from these)."""
-    return plain({
-        "settings": settings,
-        "seed": seed,
-        "features": {k: features.attrs.get(k) for k in FEATURE_KEYS},
-        "captions": hashlib.sha256(captions.tokens.tobytes()).hexdigest(),
-    })
+    return plain(
+        {
+            "settings": settings,
+            "seed": seed,
+            "features": {k: features.attrs.get(k) for k in FEATURE_KEYS},
+            "captions": hashlib.sha256(captions.tokens.tobytes()).hexdigest(),
+        }
+    )
 
 
 def differences(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -62,12 +64,17 @@ def differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def save(path: Path, fp: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: Progress,
-         world: World) -> None:
+def save(
+    path: Path, fp: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: Progress, world: World
+) -> None:
     """Rank 0 writes (every process holds the same weights and optimizer state); the others wait for it."""
     if world.main:
-        state = {"fingerprint": fp, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "progress": plain(vars(progress))}
+        state = {
+            "fingerprint": fp,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "progress": plain(vars(progress)),
+        }
         with atomic_output(path) as tmp:
             torch.save(state, tmp)
     world.barrier()
@@ -80,8 +87,9 @@ def load(path: Path, fp: dict, model: torch.nn.Module, optimizer: torch.optim.Op
         state = torch.load(path, map_location="cpu", weights_only=True)
         changed = differences(state["fingerprint"], fp)
     except Exception as e:  # any unreadable or foreign file means the same thing
-        raise SatError(f"cannot read the checkpoint {path} ({str(e).splitlines()[0]}); "
-                       "delete it to train from the start") from e
+        raise SatError(
+            f"cannot read the checkpoint {path} ({str(e).splitlines()[0]}); delete it to train from the start"
+        ) from e
     if changed:
         raise SatError(
             f"the checkpoint {path} was written by a run with other settings or data:\n  "
@@ -93,7 +101,8 @@ def load(path: Path, fp: dict, model: torch.nn.Module, optimizer: torch.optim.Op
         optimizer.load_state_dict(state["optimizer"])
         progress = Progress(**state["progress"])
     except Exception as e:  # noqa: BLE001 - a file that matches the fingerprint but not the model
-        raise SatError(f"cannot continue the checkpoint {path} ({str(e).splitlines()[0]}); "
-                       "delete it to train from the start") from e
+        raise SatError(
+            f"cannot continue the checkpoint {path} ({str(e).splitlines()[0]}); delete it to train from the start"
+        ) from e
     log.info("resuming from %s: epoch %d, batch %d", path, progress.epoch + 1, progress.step)
     return progress

@@ -38,8 +38,17 @@ def _extract(a: argparse.Namespace) -> None:
 def _prepare(a: argparse.Namespace) -> None:
     from .prepare import prepare
 
-    prepare(a.captions_json, a.image_dirs, a.captions_csv, a.images_csv, tokenizer=a.tokenizer,
-            restval=a.restval, bad_images=a.bad_images, threads=a.threads, progress=a.progress)
+    prepare(
+        a.captions_json,
+        a.image_dirs,
+        a.captions_csv,
+        a.images_csv,
+        tokenizer=a.tokenizer,
+        restval=a.restval,
+        bad_images=a.bad_images,
+        threads=a.threads,
+        progress=a.progress,
+    )
 
 
 def _vocab(a: argparse.Namespace) -> None:
@@ -63,9 +72,21 @@ def _lengths(a: argparse.Namespace) -> None:
 def _features(a: argparse.Namespace) -> None:
     from .features import extract
 
-    extract(a.images_csv, a.out, encoder=a.encoder, layer=a.layer, image_size=a.image_size,
-            batch_size=a.batch_size, workers=a.workers, threads=a.threads, device=a.device,
-            pretrained=a.pretrained, progress=a.progress, shard=a.shard, declared_gpus=a.gpus)
+    extract(
+        a.images_csv,
+        a.out,
+        encoder=a.encoder,
+        layer=a.layer,
+        image_size=a.image_size,
+        batch_size=a.batch_size,
+        workers=a.workers,
+        threads=a.threads,
+        device=a.device,
+        pretrained=a.pretrained,
+        progress=a.progress,
+        shard=a.shard,
+        declared_gpus=a.gpus,
+    )
 
 
 def _merge_features(a: argparse.Namespace) -> None:
@@ -92,10 +113,23 @@ def _train(a: argparse.Namespace) -> None:
 
     if a.processes > 1 and not launched_by_torchrun():
         exec_torchrun(a.processes, a.argv, a.threads)
-    train(a.captions_h5, a.vocab_csv, a.captions_csv, a.lengths_json, a.features_h5, model_out=a.model,
-          log_csv=a.log_csv, curves_png=a.curves, checkpoint=a.checkpoint,
-          settings=Settings.from_config(_json_argument(a.settings, "--settings")), seed=a.seed, device=a.device,
-          declared_gpus=a.gpus, threads=a.threads, progress=a.progress)
+    train(
+        a.captions_h5,
+        a.vocab_csv,
+        a.captions_csv,
+        a.lengths_json,
+        a.features_h5,
+        model_out=a.model,
+        log_csv=a.log_csv,
+        curves_png=a.curves,
+        checkpoint=a.checkpoint,
+        settings=Settings.from_config(_json_argument(a.settings, "--settings")),
+        seed=a.seed,
+        device=a.device,
+        declared_gpus=a.gpus,
+        threads=a.threads,
+        progress=a.progress,
+    )
 
 
 def _json_argument(text: str, option: str) -> Any:
@@ -108,9 +142,21 @@ def _json_argument(text: str, option: str) -> Any:
 def _decode(a: argparse.Namespace) -> None:
     from .decode import caption_split
 
-    caption_split(a.model, a.features_h5, a.images_csv, a.split, a.results_json, a.attention_h5,
-                  beam_size=a.beam_size, max_length=a.max_length, length_penalty=a.length_penalty,
-                  batch_size=a.batch_size, device=a.device, threads=a.threads, progress=a.progress)
+    caption_split(
+        a.model,
+        a.features_h5,
+        a.images_csv,
+        a.split,
+        a.results_json,
+        a.attention_h5,
+        beam_size=a.beam_size,
+        max_length=a.max_length,
+        length_penalty=a.length_penalty,
+        batch_size=a.batch_size,
+        device=a.device,
+        threads=a.threads,
+        progress=a.progress,
+    )
 
 
 def _evaluate(a: argparse.Namespace) -> None:
@@ -134,16 +180,25 @@ def _grounding(a: argparse.Namespace) -> None:
 def _table1(a: argparse.Namespace) -> None:
     from .report import markdown, row, table1
 
-    rows = [row(ds, model, metrics, attention, train_log, None if grounding == "-" else grounding)
-            for ds, model, metrics, attention, train_log, grounding in a.row]
+    rows = [
+        row(ds, model, metrics, attention, train_log, None if grounding == "-" else grounding)
+        for ds, model, metrics, attention, train_log, grounding in a.row
+    ]
     print(markdown(table1(rows, a.out_csv, a.out_md)))
 
 
 def _caption(a: argparse.Namespace) -> int:
     from .caption import caption_images, format_results
 
-    results = caption_images(a.model, a.inputs, beam_size=a.beam_size, max_length=a.max_length,
-                             figures_dir=a.figures, batch_size=a.batch_size, device=a.device)
+    results = caption_images(
+        a.model,
+        a.inputs,
+        beam_size=a.beam_size,
+        max_length=a.max_length,
+        figures_dir=a.figures,
+        batch_size=a.batch_size,
+        device=a.device,
+    )
     print(format_results(results))
     return 2 if any(r.error for r in results) else 0
 
@@ -162,8 +217,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, func: Callable[[argparse.Namespace], None], help: str,
-                *paths: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, func: Callable[[argparse.Namespace], None], help: str, *paths: str
+    ) -> argparse.ArgumentParser:
         """A subcommand; ``paths`` are its positional file arguments, in order."""
         s = sub.add_parser(name, help=help, description=help)
         s.set_defaults(func=func)
@@ -186,24 +242,42 @@ def parser() -> argparse.ArgumentParser:
 
     s = command("extract", _extract, "extract a zip or tar archive into a folder, atomically", "archive", "dest")
 
-    s = command("prepare", _prepare, "captions JSON + images -> captions.csv and images.csv",
-                "captions_json", "captions_csv", "images_csv")
+    s = command(
+        "prepare",
+        _prepare,
+        "captions JSON + images -> captions.csv and images.csv",
+        "captions_json",
+        "captions_csv",
+        "images_csv",
+    )
     s.add_argument("--image-dirs", nargs="+", required=True)
     s.add_argument("--tokenizer", default="words")
     s.add_argument("--restval", default="train", choices=["train", "drop"])
     s.add_argument("--bad-images", default="error", choices=["error", "skip"])
     s.add_argument("--threads", type=int, default=2)
 
-    s = command("vocab", _vocab, "captions.csv -> vocab.csv (most frequent train words + specials)",
-                "captions_csv", "vocab_csv")
+    s = command(
+        "vocab", _vocab, "captions.csv -> vocab.csv (most frequent train words + specials)", "captions_csv", "vocab_csv"
+    )
     s.add_argument("--size", type=int, default=10000)
 
-    s = command("encode", _encode, "captions.csv + vocab.csv -> captions.h5 (token ids)",
-                "captions_csv", "vocab_csv", "captions_h5")
+    s = command(
+        "encode",
+        _encode,
+        "captions.csv + vocab.csv -> captions.h5 (token ids)",
+        "captions_csv",
+        "vocab_csv",
+        "captions_h5",
+    )
     s.add_argument("--max-length", type=_optional_int, default=None)
 
-    s = command("lengths", _lengths, "captions.h5 -> lengths.json (train caption length -> caption indices)",
-                "captions_h5", "lengths_json")
+    s = command(
+        "lengths",
+        _lengths,
+        "captions.h5 -> lengths.json (train caption length -> caption indices)",
+        "captions_h5",
+        "lengths_json",
+    )
 
     s = command("features", _features, "images.csv -> CNN annotation vectors in HDF5", "images_csv", "out")
     s.add_argument("--encoder", required=True)
@@ -213,18 +287,33 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1)
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--device", default="auto")
-    s.add_argument("--random-weights", dest="pretrained", action="store_false",
-                   help="random encoder weights (tests only)")
+    s.add_argument(
+        "--random-weights", dest="pretrained", action="store_false", help="random encoder weights (tests only)"
+    )
     s.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
-    s.add_argument("--shard", type=_shard, default=None, metavar="K/N",
-                   help="encode only the K-th of N equal ranges of images (separate jobs; then merge-features)")
+    s.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="K/N",
+        help="encode only the K-th of N equal ranges of images (separate jobs; then merge-features)",
+    )
 
-    s = command("merge-features", _merge_features, "merge complete feature shards into one features file",
-                "images_csv", "out")
+    s = command(
+        "merge-features", _merge_features, "merge complete feature shards into one features file", "images_csv", "out"
+    )
     s.add_argument("shards", nargs="+")
 
-    s = command("train", _train, "train a soft or hard attention captioner; resumes from its checkpoint",
-                "captions_h5", "vocab_csv", "captions_csv", "lengths_json", "features_h5")
+    s = command(
+        "train",
+        _train,
+        "train a soft or hard attention captioner; resumes from its checkpoint",
+        "captions_h5",
+        "vocab_csv",
+        "captions_csv",
+        "lengths_json",
+        "features_h5",
+    )
     s.add_argument("--settings", required=True, help="training settings as a JSON object (config key `train`)")
     s.add_argument("--model", required=True, help="output: the selected model (.pt)")
     s.add_argument("--log-csv", required=True, help="output: one row per epoch")
@@ -234,11 +323,23 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None, help="CPU threads, shared among the processes")
     s.add_argument("--device", default="auto")
     s.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
-    s.add_argument("--processes", type=int, default=1,
-                   help="data-parallel training processes (one per GPU; gloo on the CPU): >1 relaunches under torchrun")
+    s.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="data-parallel training processes (one per GPU; gloo on the CPU): >1 relaunches under torchrun",
+    )
 
-    s = command("decode", _decode, "caption a split's images by batched beam search: COCO results JSON + attention",
-                "model", "features_h5", "images_csv", "results_json", "attention_h5")
+    s = command(
+        "decode",
+        _decode,
+        "caption a split's images by batched beam search: COCO results JSON + attention",
+        "model",
+        "features_h5",
+        "images_csv",
+        "results_json",
+        "attention_h5",
+    )
     s.add_argument("--split", default="test")
     s.add_argument("--beam-size", type=int, default=3)
     s.add_argument("--max-length", type=int, default=30)
@@ -247,22 +348,46 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--device", default="auto")
 
-    s = command("evaluate", _evaluate, "score a COCO results JSON: BLEU-1..4, METEOR, ROUGE-L, CIDEr, paper BLEU",
-                "results_json", "captions_csv", "metrics_csv")
+    s = command(
+        "evaluate",
+        _evaluate,
+        "score a COCO results JSON: BLEU-1..4, METEOR, ROUGE-L, CIDEr, paper BLEU",
+        "results_json",
+        "captions_csv",
+        "metrics_csv",
+    )
     s.add_argument("--split", default="test")
 
-    s = command("figures", _figures, "attention figures (one panel per word) of a decoded split's first images",
-                "attention_h5", "images_csv", "out_dir")
+    s = command(
+        "figures",
+        _figures,
+        "attention figures (one panel per word) of a decoded split's first images",
+        "attention_h5",
+        "images_csv",
+        "out_dir",
+    )
     s.add_argument("--count", type=int, default=4)
 
-    s = command("grounding", _grounding, "demo set: naming accuracy and pointing game from the object boxes",
-                "attention_h5", "objects_json", "out_csv")
+    s = command(
+        "grounding",
+        _grounding,
+        "demo set: naming accuracy and pointing game from the object boxes",
+        "attention_h5",
+        "objects_json",
+        "out_csv",
+    )
 
-    s = command("table1", _table1, "the paper's Table 1 beside ours, as CSV and Markdown (printed)",
-                "out_csv", "out_md")
-    s.add_argument("--row", nargs=6, action="append", required=True,
-                   metavar=("DATASET", "MODEL", "METRICS_CSV", "ATTENTION_H5", "TRAIN_LOG_CSV", "GROUNDING_CSV"),
-                   help="one per row; GROUNDING_CSV is - where there is none")
+    s = command(
+        "table1", _table1, "the paper's Table 1 beside ours, as CSV and Markdown (printed)", "out_csv", "out_md"
+    )
+    s.add_argument(
+        "--row",
+        nargs=6,
+        action="append",
+        required=True,
+        metavar=("DATASET", "MODEL", "METRICS_CSV", "ATTENTION_H5", "TRAIN_LOG_CSV", "GROUNDING_CSV"),
+        help="one per row; GROUNDING_CSV is - where there is none",
+    )
 
     s = command("caption", _caption, "caption your own image files or folders with a trained model.pt")
     s.add_argument("model", help="a model.pt written by the train stage")
@@ -278,8 +403,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         return args.func(args) or 0
     except SatError as e:

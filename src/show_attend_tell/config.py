@@ -15,6 +15,7 @@ import yaml
 
 from .errors import SatError
 
+
 def load_yaml(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f)
@@ -45,8 +46,9 @@ def validate(config: dict, schema: dict) -> None:
     """Raise SatError naming every invalid key of ``config``."""
     problems = _problems(config, schema)
     if problems:
-        raise SatError("invalid configuration (see workflow/schemas/config.schema.yaml):\n"
-                       + "\n".join(f"  {p}" for p in problems))
+        raise SatError(
+            "invalid configuration (see workflow/schemas/config.schema.yaml):\n" + "\n".join(f"  {p}" for p in problems)
+        )
 
 
 def check_section(values: Any, section: str, what: str) -> None:
@@ -119,13 +121,18 @@ def sources(ds: dict, data_dir: str) -> dict[str, Any]:
     extracted archive folders, or the user's own files and folders); ``captions_json`` / ``image_dirs``:
     the Karpathy JSON itself and the folders searched for each image.
     """
+
     def extracted(archive: str) -> str:
         return f"{data_dir}/extracted/{stem(archive)}"
 
     if ds["source"] == "demo":
         demo = f"{data_dir}/demo"
-        return {"captions_source": demo, "captions_json": f"{demo}/dataset_demo.json", "image_dirs": [demo],
-                "image_sources": [demo]}
+        return {
+            "captions_source": demo,
+            "captions_json": f"{demo}/dataset_demo.json",
+            "image_dirs": [demo],
+            "image_sources": [demo],
+        }
     captions, images = ds["captions"], ds["images"]
     if "file" in captions:
         captions_source = captions_json = captions["file"]
@@ -138,8 +145,12 @@ def sources(ds: dict, data_dir: str) -> dict[str, Any]:
         image_sources = [extracted(a) for a in images["archives"]]
         folder = images.get("folder", "")
         image_dirs = [f"{d}/{folder}" if folder else d for d in image_sources]
-    return {"captions_source": captions_source, "captions_json": captions_json, "image_dirs": image_dirs,
-            "image_sources": image_sources}
+    return {
+        "captions_source": captions_source,
+        "captions_json": captions_json,
+        "image_dirs": image_dirs,
+        "image_sources": image_sources,
+    }
 
 
 def train_settings(config: dict, datasets: dict[str, dict], dataset: str, model: str) -> dict:
@@ -158,8 +169,10 @@ def coerce(value: Any, schema: dict, root: dict) -> Any:
         schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
     if isinstance(value, dict):
         extra = schema.get("additionalProperties")
-        return {k: coerce(v, schema.get("properties", {}).get(k) or (extra if isinstance(extra, dict) else {}), root)
-                for k, v in value.items()}
+        return {
+            k: coerce(v, schema.get("properties", {}).get(k) or (extra if isinstance(extra, dict) else {}), root)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [coerce(v, schema.get("items", {}), root) for v in value]
     if isinstance(value, str):

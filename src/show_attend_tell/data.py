@@ -36,8 +36,13 @@ def read_encoded(captions_h5: str | Path, vocab_csv: str | Path) -> Captions:
     vocab = read_vocab(vocab_csv)["word"].tolist()
     with h5py.File(captions_h5, "r") as f:
         tokens = f["tokens"][:].astype(np.int64)
-        captions = Captions(tokens, f["lengths"][:].astype(np.int64), f["image_index"][:].astype(np.int64),
-                            f["splits"].asstr()[:], vocab)
+        captions = Captions(
+            tokens,
+            f["lengths"][:].astype(np.int64),
+            f["image_index"][:].astype(np.int64),
+            f["splits"].asstr()[:],
+            vocab,
+        )
         declared = int(f.attrs["vocab_size"])
     if declared != len(vocab) or tokens.max() >= len(vocab):
         raise SatError(
@@ -82,11 +87,15 @@ class Features:
     def check_images(self, captions: Captions) -> None:
         """The captions' image indices must point into this file, at images of the same split."""
         if captions.image_index.max() >= self.n_images:
-            raise SatError(f"captions refer to image {captions.image_index.max()}, but {self.path} holds "
-                           f"{self.n_images} images: rerun the features stage")
+            raise SatError(
+                f"captions refer to image {captions.image_index.max()}, but {self.path} holds "
+                f"{self.n_images} images: rerun the features stage"
+            )
         if (self.splits[captions.image_index] != captions.splits).any():
-            raise SatError(f"{self.path} and the captions disagree on image splits: they come from different "
-                           "runs of the prepare stage; rerun the features stage")
+            raise SatError(
+                f"{self.path} and the captions disagree on image splits: they come from different "
+                "runs of the prepare stage; rerun the features stage"
+            )
 
     def close(self) -> None:
         self.file.close()
@@ -125,7 +134,10 @@ def check_features(document: dict, features: Features) -> None:
     """A model can only read features of the grid, layer and encoder it was trained on."""
     trained = document["features"]
     here = {k: features.attrs.get(k) for k in ("encoder", "layer", "grid", "dim", "image_size")}
-    changed = [f"{k}: {trained.get(k)!r} when trained, {v!r} in {features.path}" for k, v in here.items()
-               if trained.get(k) != v]
+    changed = [
+        f"{k}: {trained.get(k)!r} when trained, {v!r} in {features.path}"
+        for k, v in here.items()
+        if trained.get(k) != v
+    ]
     if changed:
         raise SatError("the features do not match the model's:\n  " + "\n  ".join(changed))

@@ -19,8 +19,8 @@ import torch
 
 from .atomic import atomic_output
 from .data import Features, check_features
-from .errors import SatError
 from .devices import resolve_device
+from .errors import SatError
 from .features import read_images_csv
 from .model import Captioner, Context, load_model
 from .progress import progress_bar
@@ -44,8 +44,15 @@ def banned_ids(vocab: list[str]) -> list[int]:
 
 
 @torch.no_grad()
-def beam_search(model: Captioner, features: torch.Tensor, vocab: list[str], *, beam_size: int = 3,
-                max_length: int = 30, length_penalty: float = 0.0) -> Decoded:
+def beam_search(
+    model: Captioner,
+    features: torch.Tensor,
+    vocab: list[str],
+    *,
+    beam_size: int = 3,
+    max_length: int = 30,
+    length_penalty: float = 0.0,
+) -> Decoded:
     """The best caption of each of the (B, L, D) ``features`` by beam search over all B x K beams at once.
 
     Each time step is one forward step of the decoder for all images still decoding. Of an image's K x V
@@ -120,9 +127,15 @@ def _scatter(values: torch.Tensor, active: torch.Tensor, batch: int) -> torch.Te
     return full
 
 
-def _backtrack(origins: list[torch.Tensor], emitted: list[torch.Tensor], alphas: list[torch.Tensor],
-               scores: torch.Tensor, best_raw: torch.Tensor, best_step: torch.Tensor,
-               best_beam: torch.Tensor) -> Decoded:
+def _backtrack(
+    origins: list[torch.Tensor],
+    emitted: list[torch.Tensor],
+    alphas: list[torch.Tensor],
+    scores: torch.Tensor,
+    best_raw: torch.Tensor,
+    best_step: torch.Tensor,
+    best_beam: torch.Tensor,
+) -> Decoded:
     """Each image's chosen hypothesis, read back through the beams' origins."""
     origin, words = torch.stack(origins, 1).cpu().numpy(), torch.stack(emitted, 1).cpu().numpy()
     att = torch.stack(alphas, 1).float().cpu().numpy()  # (B, steps, K, L)
@@ -144,10 +157,22 @@ def _backtrack(origins: list[torch.Tensor], emitted: list[torch.Tensor], alphas:
     return out
 
 
-def caption_split(model_pt: str | Path, features_h5: str | Path, images_csv: str | Path, split: str,
-                  results_json: str | Path, attention_h5: str | Path, *, beam_size: int = 3, max_length: int = 30,
-                  length_penalty: float = 0.0, batch_size: int = 100, device: str = "auto",
-                  threads: int | None = None, progress: bool = True) -> list[dict]:
+def caption_split(
+    model_pt: str | Path,
+    features_h5: str | Path,
+    images_csv: str | Path,
+    split: str,
+    results_json: str | Path,
+    attention_h5: str | Path,
+    *,
+    beam_size: int = 3,
+    max_length: int = 30,
+    length_penalty: float = 0.0,
+    batch_size: int = 100,
+    device: str = "auto",
+    threads: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Caption every ``split`` image: COCO results JSON ``[{"image_id", "caption"}]`` and attention HDF5."""
     dev = resolve_device(device)
     if threads:
@@ -163,28 +188,49 @@ def caption_split(model_pt: str | Path, features_h5: str | Path, images_csv: str
     with progress_bar(total=len(rows), desc=f"decoding {split}", unit="img", enabled=progress) as bar:
         for start in range(0, len(rows), batch_size):
             index = np.array([int(r["image_index"]) for r in rows[start : start + batch_size]])
-            part = beam_search(model, store[index].to(dev).float(), vocab, beam_size=beam_size,
-                               max_length=max_length, length_penalty=length_penalty)
+            part = beam_search(
+                model,
+                store[index].to(dev).float(),
+                vocab,
+                beam_size=beam_size,
+                max_length=max_length,
+                length_penalty=length_penalty,
+            )
             for field in ("tokens", "alphas", "scores", "finished"):
                 getattr(decoded, field).extend(getattr(part, field))
             bar.update(len(index))
-    results = [{"image_id": int(r["image_id"]), "caption": " ".join(vocab[w] for w in ws)}
-               for r, ws in zip(rows, decoded.tokens)]
+    results = [
+        {"image_id": int(r["image_id"]), "caption": " ".join(vocab[w] for w in ws)}
+        for r, ws in zip(rows, decoded.tokens)
+    ]
     with atomic_output(results_json) as tmp:
         tmp.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    settings = {"beam_size": beam_size, "max_length": max_length, "length_penalty": length_penalty,
-                "split": split, "model": str(model_pt), "attention": document["config"]["attention"], "vocab_size": len(vocab),
-                "grid": list(store.attrs["grid"]), "encoder": store.attrs["encoder"], "layer": store.attrs["layer"],
-                "image_size": store.attrs["image_size"]}
+    settings = {
+        "beam_size": beam_size,
+        "max_length": max_length,
+        "length_penalty": length_penalty,
+        "split": split,
+        "model": str(model_pt),
+        "attention": document["config"]["attention"],
+        "vocab_size": len(vocab),
+        "grid": list(store.attrs["grid"]),
+        "encoder": store.attrs["encoder"],
+        "layer": store.attrs["layer"],
+        "image_size": store.attrs["image_size"],
+    }
     _write_attention(attention_h5, rows, results, decoded, settings)
     unfinished = decoded.finished.count(False)
-    log.info("captioned %d %s images (beam %d)%s", len(rows), split, beam_size,
-             f"; {unfinished} reached {max_length} words without <end>" if unfinished else "")
+    log.info(
+        "captioned %d %s images (beam %d)%s",
+        len(rows),
+        split,
+        beam_size,
+        f"; {unfinished} reached {max_length} words without <end>" if unfinished else "",
+    )
     return results
 
 
-def _write_attention(path: str | Path, rows: list[dict], results: list[dict], decoded: Decoded,
-                     settings: dict) -> None:
+def _write_attention(path: str | Path, rows: list[dict], results: list[dict], decoded: Decoded, settings: dict) -> None:
     """Per image: its caption's words and their (steps, L) attention, padded; attributes say how it was decoded."""
     steps = max(len(a) for a in decoded.alphas)
     locations = decoded.alphas[0].shape[1]
@@ -200,10 +246,12 @@ def _write_attention(path: str | Path, rows: list[dict], results: list[dict], de
         f.create_dataset("n_words", data=np.array([len(t) for t in decoded.tokens], dtype=np.int32), track_times=False)
         f.create_dataset("log_probability", data=np.array(decoded.scores, dtype=np.float32), track_times=False)
         f.create_dataset("finished", data=np.array(decoded.finished), track_times=False)
-        f.create_dataset("image_ids", data=np.array([r["image_id"] for r in results], dtype=np.int64),
-                         track_times=False)
-        f.create_dataset("image_index", data=np.array([int(r["image_index"]) for r in rows], dtype=np.int64),
-                         track_times=False)
+        f.create_dataset(
+            "image_ids", data=np.array([r["image_id"] for r in results], dtype=np.int64), track_times=False
+        )
+        f.create_dataset(
+            "image_index", data=np.array([int(r["image_index"]) for r in rows], dtype=np.int64), track_times=False
+        )
         f.create_dataset("files", data=[r["file"] for r in rows], dtype=strings, track_times=False)
         f.create_dataset("captions", data=[r["caption"] for r in results], dtype=strings, track_times=False)
         f.attrs["description"] = (

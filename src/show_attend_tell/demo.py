@@ -105,8 +105,11 @@ def _draw_scene(rng: np.random.Generator, size: int) -> list[dict]:
         objects: list[dict] = []
         seen: set[tuple[str, str, str]] = set()
         while len(objects) < n:
-            obj = {"shape": SHAPES[rng.integers(len(SHAPES))], "colour": COLOURS[rng.integers(len(COLOURS))],
-                   "size": SIZES[rng.integers(len(SIZES))]}
+            obj = {
+                "shape": SHAPES[rng.integers(len(SHAPES))],
+                "colour": COLOURS[rng.integers(len(COLOURS))],
+                "size": SIZES[rng.integers(len(SIZES))],
+            }
             key = (obj["size"], obj["colour"], obj["shape"])
             if key not in seen:
                 seen.add(key)
@@ -175,8 +178,10 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         texture = rng.uniform(5, 12) * np.sin(np.float32(2 * np.pi * freq) * u + np.float32(rng.uniform(0, 2 * np.pi)))
     elif kind == 2:  # checker board with random cell size
         cells = rng.uniform(5, 20)
-        texture = rng.uniform(4, 9) * np.sign(np.sin(np.float32(np.pi * cells) * xx + np.float32(rng.uniform(0, 6)))
-                                              * np.sin(np.float32(np.pi * cells) * yy + np.float32(rng.uniform(0, 6))))
+        texture = rng.uniform(4, 9) * np.sign(
+            np.sin(np.float32(np.pi * cells) * xx + np.float32(rng.uniform(0, 6)))
+            * np.sin(np.float32(np.pi * cells) * yy + np.float32(rng.uniform(0, 6)))
+        )
     elif kind == 3:  # blotches: upsampled coarse noise
         grid = int(rng.integers(4, 12))
         coarse = rng.uniform(0, 255, size=(grid, grid)).astype(np.uint8)
@@ -254,8 +259,9 @@ def _article(det: str, words: list[str]) -> list[str]:
 
 def _phrase(rng: np.random.Generator, obj: dict, objects: list[dict]) -> list[str]:
     """Words naming ``obj`` (shape plus some attributes), always unique among ``objects``."""
-    kept = _choice(rng, (("size", "colour"), ("size", "colour"), ("size", "colour"), ("colour",), ("colour",),
-                         ("size",), ()))
+    kept = _choice(
+        rng, (("size", "colour"), ("size", "colour"), ("size", "colour"), ("colour",), ("colour",), ("size",), ())
+    )
     matches = [o for o in objects if o["shape"] == obj["shape"] and all(o[k] == obj[k] for k in kept)]
     if len(matches) > 1:
         kept = ("size", "colour")
@@ -270,8 +276,19 @@ def _single(rng: np.random.Generator, objects: list[dict]) -> list[str]:
     if form == 0:
         return ["there", "is", *np_]
     if form == 1:
-        return [*_choice(rng, (["a", "picture", "of"], ["an", "image", "of"], ["an", "image", "with"],
-                               ["this", "image", "shows"], ["this", "picture", "shows"])), *np_]
+        return [
+            *_choice(
+                rng,
+                (
+                    ["a", "picture", "of"],
+                    ["an", "image", "of"],
+                    ["an", "image", "with"],
+                    ["this", "image", "shows"],
+                    ["this", "picture", "shows"],
+                ),
+            ),
+            *np_,
+        ]
     if form == 2:
         return [*np_, "in", "this", _choice(rng, ("image", "picture"))]
     return ["there", "is", *np_, "in", "the", _choice(rng, ("image", "picture"))]
@@ -296,8 +313,9 @@ def _pair(rng: np.random.Generator, objects: list[dict]) -> list[str]:
 def _listing(rng: np.random.Generator, objects: list[dict]) -> list[str]:
     """A caption naming every object, in a random order."""
     n = len(objects)
-    phrases = [_article(_choice(rng, ("a", "a", "one")), _phrase(rng, objects[int(k)], objects))
-               for k in rng.permutation(n)]
+    phrases = [
+        _article(_choice(rng, ("a", "a", "one")), _phrase(rng, objects[int(k)], objects)) for k in rng.permutation(n)
+    ]
     listed = list(phrases[0])
     for k, p in enumerate(phrases[1:], start=1):
         listed += ["and" if k == n - 1 else ",", *p]
@@ -343,14 +361,25 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
-def generate(out_dir: str | Path, n_train: int, n_val: int, n_test: int, *, image_size: int = 256,
-             seed: int = 0, progress: bool = True) -> Path:
+def generate(
+    out_dir: str | Path,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    *,
+    image_size: int = 256,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
     """Write the demo dataset folder ``out_dir`` (replacing it) and return its path.
 
     Images ``0 .. n_train-1`` are train, then ``n_val`` val, then ``n_test`` test.
     """
-    counts = {"train": _check_int("n_train", n_train, 0), "val": _check_int("n_val", n_val, 0),
-              "test": _check_int("n_test", n_test, 0)}
+    counts = {
+        "train": _check_int("n_train", n_train, 0),
+        "val": _check_int("n_val", n_val, 0),
+        "test": _check_int("n_test", n_test, 0),
+    }
     total = sum(counts.values())
     if total == 0:
         raise SatError("demo: n_train + n_val + n_test is 0; ask for at least one image")
@@ -371,17 +400,30 @@ def generate(out_dir: str | Path, n_train: int, n_val: int, n_test: int, *, imag
             filename = f"demo_{index:06d}.jpg"
             _save_jpeg(pixels, tmp / "images" / filename)
             sentids = list(range(CAPTIONS_PER_IMAGE * index, CAPTIONS_PER_IMAGE * (index + 1)))
-            images.append({
-                "filename": filename, "filepath": "images", "imgid": index, "split": splits[index],
-                "sentids": sentids,
-                "sentences": [{"raw": raw, "tokens": tokenize(raw), "imgid": index, "sentid": sid}
-                              for raw, sid in zip(_captions(rng, objects), sentids)],
-            })
+            images.append(
+                {
+                    "filename": filename,
+                    "filepath": "images",
+                    "imgid": index,
+                    "split": splits[index],
+                    "sentids": sentids,
+                    "sentences": [
+                        {"raw": raw, "tokens": tokenize(raw), "imgid": index, "sentid": sid}
+                        for raw, sid in zip(_captions(rng, objects), sentids)
+                    ],
+                }
+            )
             boxes[filename] = [{k: o[k] for k in ("shape", "colour", "size", "bbox")} for o in objects]
         _write_json(tmp / "dataset_demo.json", {"dataset": "demo", "images": images})
         _write_json(tmp / "objects.json", {"image_size": image_size, "images": boxes})
-    log.info("demo: %d images (%s) of %d px with %d captions each in %s", total,
-             ", ".join(f"{n} {s}" for s, n in counts.items()), image_size, CAPTIONS_PER_IMAGE, out_dir)
+    log.info(
+        "demo: %d images (%s) of %d px with %d captions each in %s",
+        total,
+        ", ".join(f"{n} {s}" for s, n in counts.items()),
+        image_size,
+        CAPTIONS_PER_IMAGE,
+        out_dir,
+    )
     return out_dir
 
 

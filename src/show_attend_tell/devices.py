@@ -24,15 +24,18 @@ def resolve_device(device: str, declared_gpus: int = 0) -> torch.device:
         except (RuntimeError, ValueError) as e:
             raise SatError(f"unknown device {device!r}; use auto, cpu or cuda") from e
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise SatError(f"device {device!r} requested but CUDA is not available here{_why_no_gpu()}; "
-                           "use --device auto or cpu")
+            raise SatError(
+                f"device {device!r} requested but CUDA is not available here{_why_no_gpu()}; use --device auto or cpu"
+            )
     if declared_gpus > 0 and device != "cpu":  # device cpu: the user runs on the CPU on purpose
         found = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if found < declared_gpus:
-            raise SatError(f"this job was declared to have {declared_gpus} GPU(s) (resource gpu={declared_gpus}) "
-                           f"but {found} {'is' if found == 1 else 'are'} visible on {socket.gethostname()}"
-                           f"{_why_no_gpu()}. Check the partition's GPUs and the job's --gpus/--gres, or set "
-                           "gpus: 0 (and device: cpu) to run on the CPU on purpose.")
+            raise SatError(
+                f"this job was declared to have {declared_gpus} GPU(s) (resource gpu={declared_gpus}) "
+                f"but {found} {'is' if found == 1 else 'are'} visible on {socket.gethostname()}"
+                f"{_why_no_gpu()}. Check the partition's GPUs and the job's --gpus/--gres, or set "
+                "gpus: 0 (and device: cpu) to run on the CPU on purpose."
+            )
     return dev
 
 

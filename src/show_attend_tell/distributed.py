@@ -82,8 +82,10 @@ def join(device: str, declared_gpus: int = 0) -> World:
     dev = resolve_device(device, declared_gpus)
     if dev.type == "cuda":
         if torch.cuda.device_count() < local_size:
-            raise SatError(f"{local_size} training processes on this node but {torch.cuda.device_count()} GPU(s) "
-                           "visible: start one process per GPU (torchrun --nproc_per_node)")
+            raise SatError(
+                f"{local_size} training processes on this node but {torch.cuda.device_count()} GPU(s) "
+                "visible: start one process per GPU (torchrun --nproc_per_node)"
+            )
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
@@ -103,8 +105,16 @@ def exec_torchrun(processes: int, argv: list[str], threads: int | None) -> None:
 
     torchrun then receives the scheduler's signals itself and passes them on to every process.
     """
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", __package__, *argv]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        __package__,
+        *argv,
+    ]
     logging.getLogger(__name__).info("starting %d training processes: %s", processes, " ".join(command))
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (threads or os.cpu_count() or 1) // processes)))

@@ -112,10 +112,17 @@ def md5sum(path: str | os.PathLike, progress: bool = False) -> str:
     """The hex md5 of a file, read in chunks so archives of any size fit in memory."""
     path = Path(path)
     digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f, progress_bar(
-        total=path.stat().st_size, desc=f"md5 {path.name}", unit="B", unit_scale=True, unit_divisor=1024,
-        enabled=progress,
-    ) as bar:
+    with (
+        open(path, "rb") as f,
+        progress_bar(
+            total=path.stat().st_size,
+            desc=f"md5 {path.name}",
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            enabled=progress,
+        ) as bar,
+    ):
         while chunk := f.read(CHUNK):
             digest.update(chunk)
             bar.update(len(chunk))
@@ -152,8 +159,9 @@ def unpack(archive: str | os.PathLike, dest_dir: str | os.PathLike, progress: bo
     return dest_dir
 
 
-def _download(url: str, dest: Path, md5: str | None, *, retries: int, timeout: float, backoff: float,
-              progress: bool) -> Path:
+def _download(
+    url: str, dest: Path, md5: str | None, *, retries: int, timeout: float, backoff: float, progress: bool
+) -> Path:
     if _fetched(dest, md5, progress):
         return dest
     part = partial_path(dest)
@@ -163,16 +171,23 @@ def _download(url: str, dest: Path, md5: str | None, *, retries: int, timeout: f
             break
         except _Interrupted as e:
             if attempt == retries:
-                advice = (f"the partial download is kept in {part} and running again resumes it"
-                          if part.exists() else "run again to retry")
+                advice = (
+                    f"the partial download is kept in {part} and running again resumes it"
+                    if part.exists()
+                    else "run again to retry"
+                )
                 attempts = f"{retries + 1} attempt" + ("s" if retries else "")
                 raise SatError(f"downloading {url} failed after {attempts} ({e}); {advice}") from e
             wait = backoff * 2**attempt
             log.warning("downloading %s: %s; retrying in %g s", url, e, wait)
             time.sleep(wait)
     if md5 is None and not length_known:
-        log.warning("nothing verified %s (downloaded from %s): no md5 is configured and the server did not send "
-                    "its length, so the file may be truncated", dest, url)
+        log.warning(
+            "nothing verified %s (downloaded from %s): no md5 is configured and the server did not send "
+            "its length, so the file may be truncated",
+            dest,
+            url,
+        )
     else:
         _verify(part, md5, label=f"{dest} (downloaded from {url})", progress=progress, discard=True)
     os.replace(part, dest)
@@ -221,11 +236,18 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> bool:
         length = response.headers.get("Content-Length")
         expected = int(length) if length is not None else None
         received = 0
-        with open(part, "ab" if start else "wb") as f, progress_bar(
-            total=start + expected if expected is not None else None, initial=start,
-            desc=part.name.removesuffix(".partial"), unit="B", unit_scale=True, unit_divisor=1024,
-            enabled=progress,
-        ) as bar:
+        with (
+            open(part, "ab" if start else "wb") as f,
+            progress_bar(
+                total=start + expected if expected is not None else None,
+                initial=start,
+                desc=part.name.removesuffix(".partial"),
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                enabled=progress,
+            ) as bar,
+        ):
             for chunk in _chunks(response):
                 f.write(chunk)
                 received += len(chunk)
@@ -297,8 +319,9 @@ def _verify(path: Path, md5: str | None, *, label: str, progress: bool, discard:
         return
     if discard:
         remove(path)
-        advice = ("the download was deleted; run again to download it afresh "
-                  "(if it fails again, the URL or md5 is wrong)")
+        advice = (
+            "the download was deleted; run again to download it afresh (if it fails again, the URL or md5 is wrong)"
+        )
     else:
         advice = "check that it is the right file and is complete (or fix the configured md5)"
     raise SatError(f"{label} has md5 {actual} but {md5.strip()} was expected: {advice}")
@@ -311,8 +334,10 @@ def _extract_zip(archive: Path, dest: Path, progress: bool) -> None:
         for info in members:
             target = os.path.normpath(os.path.join(root, info.filename))
             if os.path.isabs(info.filename) or not target.startswith(root + os.sep):
-                raise SatError(f"refusing to extract {archive}: member {info.filename!r} would be written "
-                               f"outside the destination folder")
+                raise SatError(
+                    f"refusing to extract {archive}: member {info.filename!r} would be written "
+                    f"outside the destination folder"
+                )
         for info in progress_bar(members, desc=f"extract {archive.name}", unit="file", enabled=progress):
             zf.extract(info, dest)
 
@@ -320,8 +345,9 @@ def _extract_zip(archive: Path, dest: Path, progress: bool) -> None:
 def _extract_tar(archive: Path, dest: Path, progress: bool) -> None:
     with tarfile.open(archive) as tf:
         # The "data" filter refuses absolute paths, "..", links leaving dest and device files.
-        tf.extractall(dest, members=progress_bar(tf, desc=f"extract {archive.name}", unit="file",
-                                                 enabled=progress), filter="data")
+        tf.extractall(
+            dest, members=progress_bar(tf, desc=f"extract {archive.name}", unit="file", enabled=progress), filter="data"
+        )
 
 
 def _corrupt(archive: Path, reason: str) -> SatError:

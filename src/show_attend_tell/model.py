@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-
 import torch
 from torch import nn
 
@@ -225,10 +224,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ca
     try:
         document = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - unreadable, truncated or carrying objects: all are refused
-        raise SatError(f"cannot read the model file {path}: {str(e).splitlines()[0]} (a file written by an earlier "
-                       "version of this workflow may hold numpy values: retrain it, or, if you trust it, load it "
-                       "with torch.load(..., weights_only=False) and write it again with "
-                       "show_attend_tell.model.save_model)") from e
+        raise SatError(
+            f"cannot read the model file {path}: {str(e).splitlines()[0]} (a file written by an earlier "
+            "version of this workflow may hold numpy values: retrain it, or, if you trust it, load it "
+            "with torch.load(..., weights_only=False) and write it again with "
+            "show_attend_tell.model.save_model)"
+        ) from e
     if not isinstance(document, dict) or document.get("format") != MODEL_FORMAT:
         raise SatError(f"{path} is not a model file written by this workflow ({MODEL_FORMAT})")
     missing = [k for k in ("config", "state_dict", "vocab", "features") if k not in document]

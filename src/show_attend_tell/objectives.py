@@ -89,5 +89,4 @@ def hard_objective(
     per_word = ll.detach().sum() / words.sum() if baseline is None else baseline
     reward = ll.detach() - per_word * words
     surrogate = ll + lambda_r * reward * score + lambda_e * entropy - alpha_c * penalty
-    return Terms(-surrogate.mean(), -ll.mean().detach(), penalty.mean().detach(), ll.detach(),
-                 entropy.mean().detach())
+    return Terms(-surrogate.mean(), -ll.mean().detach(), penalty.mean().detach(), ll.detach(), entropy.mean().detach())

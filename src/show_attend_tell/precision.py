@@ -58,8 +58,9 @@ def _read_verdicts(path: Path) -> dict[str, dict]:
     return verdicts if isinstance(verdicts, dict) else {}
 
 
-def choose(precision: str, device: torch.device, probe: Callable[[str], float], workload: str = "",
-           rounds: int = 3) -> str:
+def choose(
+    precision: str, device: torch.device, probe: Callable[[str], float], workload: str = "", rounds: int = 3
+) -> str:
     """The precision to compute in: ``precision`` itself unless ``auto``, which measures with ``probe``.
 
     ``probe(p)`` returns the seconds of one unit of work in precision ``p``. The two precisions are
@@ -79,8 +80,13 @@ def choose(precision: str, device: torch.device, probe: Callable[[str], float], 
     path = verdicts_file()
     known = _read_verdicts(path).get(key) if workload else None
     if known and known.get("precision") in DTYPES:
-        log.info("precision auto: %s (as measured before on this machine: float32 %.1f ms, bfloat16 %.1f ms; %s)",
-                 known["precision"], known["float32_ms"], known["bfloat16_ms"], path)
+        log.info(
+            "precision auto: %s (as measured before on this machine: float32 %.1f ms, bfloat16 %.1f ms; %s)",
+            known["precision"],
+            known["float32_ms"],
+            known["bfloat16_ms"],
+            path,
+        )
         return known["precision"]
     times: dict[str, list[float]] = {"float32": [], "bfloat16": []}
     for _ in range(rounds):
@@ -88,8 +94,14 @@ def choose(precision: str, device: torch.device, probe: Callable[[str], float], 
             spent.append(probe(name))
     fp32, bf16 = min(times["float32"]), min(times["bfloat16"])
     chosen = "bfloat16" if bf16 * MIN_SPEEDUP <= fp32 else "float32"
-    log.info("precision auto: %s (probe, best of %d: float32 %.1f ms, bfloat16 %.1f ms per step; bfloat16 needs "
-             "%.2fx)", chosen, rounds, fp32 * 1e3, bf16 * 1e3, MIN_SPEEDUP)
+    log.info(
+        "precision auto: %s (probe, best of %d: float32 %.1f ms, bfloat16 %.1f ms per step; bfloat16 needs %.2fx)",
+        chosen,
+        rounds,
+        fp32 * 1e3,
+        bf16 * 1e3,
+        MIN_SPEEDUP,
+    )
     if workload:
         _remember(path, key, {"precision": chosen, "float32_ms": fp32 * 1e3, "bfloat16_ms": bf16 * 1e3})
     return chosen

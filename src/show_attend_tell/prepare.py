@@ -65,8 +65,10 @@ def read_karpathy(path: str | Path) -> list[dict]:
                 raise bad(f"{where}.sentences[{j}]", problem)
     outside = [f"images[{i}]: {relative_path(image)}" for i, image in enumerate(data["images"]) if _escapes(image)]
     if outside:
-        raise SatError(f"{path} lists {len(outside)} images outside the image folders (an absolute filename or "
-                       f"filepath, or one with '..'):\n{_listing(outside)}")
+        raise SatError(
+            f"{path} lists {len(outside)} images outside the image folders (an absolute filename or "
+            f"filepath, or one with '..'):\n{_listing(outside)}"
+        )
     return data["images"]
 
 
@@ -103,9 +105,11 @@ def _split_leaks(images: list[dict]) -> list[str]:
             by_id[image_id].append(image)
     leaks = [f"{file}: in {' and '.join(_splits(group))}" for file, group in by_file.items() if len(_splits(group)) > 1]
     # An id shared by one file only is listed above already.
-    return leaks + [f"id {image_id}: " + ", ".join(f"{relative_path(im)} in {_split(im)}" for im in group)
-                    for image_id, group in by_id.items()
-                    if len(_splits(group)) > 1 and len({_file(im) for im in group}) > 1]
+    return leaks + [
+        f"id {image_id}: " + ", ".join(f"{relative_path(im)} in {_split(im)}" for im in group)
+        for image_id, group in by_id.items()
+        if len(_splits(group)) > 1 and len({_file(im) for im in group}) > 1
+    ]
 
 
 def _file(image: dict) -> str:
@@ -167,12 +171,17 @@ def prepare(
     if restval == "drop":
         images = [im for im in images if im["split"] != "restval"]
     if leaks := _split_leaks(images):
-        raise SatError(f"{len(leaks)} images are listed in more than one split of {captions_json} (a leak: "
-                       f"the splits must not share images):\n{_listing(leaks)}")
+        raise SatError(
+            f"{len(leaks)} images are listed in more than one split of {captions_json} (a leak: "
+            f"the splits must not share images):\n{_listing(leaks)}"
+        )
     paths = [locate(relative_path(im), dirs) for im in images]
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        checks = list(progress_bar(pool.map(image_problem, paths), total=len(paths), desc="checking images",
-                                   unit="img", enabled=progress))
+        checks = list(
+            progress_bar(
+                pool.map(image_problem, paths), total=len(paths), desc="checking images", unit="img", enabled=progress
+            )
+        )
     problems = [f"{relative_path(im)}: {why}" for im, why in zip(images, checks) if why]
     if problems:
         if bad_images == "error":
@@ -191,18 +200,36 @@ def prepare(
         image_id = _declared_id(image, index)
         split = _split(image)
         rel = relative_path(image)
-        image_rows.append({"image_index": index, "image_id": image_id, "split": split, "file": rel,
-                           "path": str(path), "n_captions": len(image["sentences"])})
+        image_rows.append(
+            {
+                "image_index": index,
+                "image_id": image_id,
+                "split": split,
+                "file": rel,
+                "path": str(path),
+                "n_captions": len(image["sentences"]),
+            }
+        )
         for j, sentence in enumerate(image["sentences"]):
             tokens = tokenize(sentence["raw"], tokenizer)
             if not tokens:
                 empty.append(f"{rel} sentence {j}: {sentence['raw']!r}")
-            caption_rows.append({"caption_index": len(caption_rows), "image_index": index, "image_id": image_id,
-                                 "split": split, "sentence_id": int(sentence.get("sentid", len(caption_rows))),
-                                 "file": rel, "raw": sentence["raw"].strip(), "tokens": " ".join(tokens)})
+            caption_rows.append(
+                {
+                    "caption_index": len(caption_rows),
+                    "image_index": index,
+                    "image_id": image_id,
+                    "split": split,
+                    "sentence_id": int(sentence.get("sentid", len(caption_rows))),
+                    "file": rel,
+                    "raw": sentence["raw"].strip(),
+                    "tokens": " ".join(tokens),
+                }
+            )
     if empty:
-        raise SatError(f"{len(empty)} empty captions in {captions_json} (no words after tokenisation):\n"
-                       + _listing(empty))
+        raise SatError(
+            f"{len(empty)} empty captions in {captions_json} (no words after tokenisation):\n" + _listing(empty)
+        )
     captions, table = pd.DataFrame(caption_rows), pd.DataFrame(image_rows)
     for frame, out in ((captions, captions_csv), (table, images_csv)):
         with atomic_output(out) as tmp:
@@ -210,4 +237,3 @@ def prepare(
     counts = table["split"].value_counts().to_dict()
     log.info("%d images (%s), %d captions", len(table), counts, len(captions))
     return captions, table
-

@@ -70,8 +70,14 @@ def build_vocab(captions_csv: str | Path, vocab_csv: str | Path, size: int) -> p
     vocab = pd.DataFrame({"index": range(len(rows)), "word": [w for w, _ in rows], "count": [c for _, c in rows]})
     with atomic_output(vocab_csv) as tmp:
         vocab.to_csv(tmp, index=False)
-    log.info("vocabulary: %d words kept of %d distinct train words (+%d specials); %d train tokens become %s",
-             len(kept), len(counts), len(SPECIALS), special_counts[UNK], UNK)
+    log.info(
+        "vocabulary: %d words kept of %d distinct train words (+%d specials); %d train tokens become %s",
+        len(kept),
+        len(counts),
+        len(SPECIALS),
+        special_counts[UNK],
+        UNK,
+    )
     return vocab
 
 
@@ -83,8 +89,9 @@ def read_vocab(path: str | Path) -> pd.DataFrame:
     return vocab
 
 
-def encode(captions_csv: str | Path, vocab_csv: str | Path, captions_h5: str | Path,
-           max_length: int | None = None) -> None:
+def encode(
+    captions_csv: str | Path, vocab_csv: str | Path, captions_h5: str | Path, max_length: int | None = None
+) -> None:
     """Token ids ``<start> w1 .. wn <end> <pad>..`` per caption, with lengths and image indices, to HDF5."""
     captions, vocab = read_captions(captions_csv), read_vocab(vocab_csv)
     index = dict(zip(vocab["word"], vocab["index"]))
@@ -108,8 +115,9 @@ def encode(captions_csv: str | Path, vocab_csv: str | Path, captions_h5: str | P
         f.create_dataset("image_index", data=captions["image_index"].to_numpy(np.int64), track_times=False)
         f.create_dataset("image_ids", data=captions["image_id"].to_numpy(np.int64), track_times=False)
         f.create_dataset("sentence_ids", data=captions["sentence_id"].to_numpy(np.int64), track_times=False)
-        f.create_dataset("splits", data=captions["split"].to_numpy(dtype=object),
-                         dtype=h5py.string_dtype(), track_times=False)
+        f.create_dataset(
+            "splits", data=captions["split"].to_numpy(dtype=object), dtype=h5py.string_dtype(), track_times=False
+        )
         f.attrs["description"] = (
             "tokens[i] = <start> w1..wn <end> then <pad>; lengths[i] = n (words, without <start>/<end>); "
             "row i is row i of captions.csv; image_index points into images.csv and the features file"
@@ -140,7 +148,7 @@ def length_dictionary(captions_h5: str | Path, lengths_json: str | Path, split: 
     ordered = dict(sorted(by_length.items()))
     document = {
         "description": f"{split} caption length in words (without <start>/<end>) -> caption indices "
-                       "(rows of captions.h5 and captions.csv)",
+        "(rows of captions.h5 and captions.csv)",
         "split": split,
         "counts": {str(k): len(v) for k, v in ordered.items()},
         "lengths": {str(k): v for k, v in ordered.items()},

@@ -45,9 +45,27 @@ from .progress import progress_bar
 log = logging.getLogger(__name__)
 
 MODEL_KEYS = ("attention", "embed_dim", "hidden_dim", "attention_dim", "dropout")
-LOG_COLUMNS = ("epoch", "steps", "words", "nll_per_caption", "nll_per_word", "attention_reg", "entropy",
-               "entropy_per_word", "baseline", "val_nll_per_word", "val_bleu4", "val_cider", "best", "learning_rate",
-               "tokens_per_s", "train_seconds", "val_seconds", "device", "precision")
+LOG_COLUMNS = (
+    "epoch",
+    "steps",
+    "words",
+    "nll_per_caption",
+    "nll_per_word",
+    "attention_reg",
+    "entropy",
+    "entropy_per_word",
+    "baseline",
+    "val_nll_per_word",
+    "val_bleu4",
+    "val_cider",
+    "best",
+    "learning_rate",
+    "tokens_per_s",
+    "train_seconds",
+    "val_seconds",
+    "device",
+    "precision",
+)
 
 
 @dataclass(frozen=True)
@@ -87,8 +105,7 @@ class Settings:
         return cls(**settings)
 
     def model_config(self, vocab_size: int, num_locations: int, feature_dim: int) -> ModelConfig:
-        return ModelConfig(vocab_size, num_locations, feature_dim,
-                           **{k: getattr(self, k) for k in MODEL_KEYS})
+        return ModelConfig(vocab_size, num_locations, feature_dim, **{k: getattr(self, k) for k in MODEL_KEYS})
 
 
 class StopRequested:
@@ -176,8 +193,19 @@ def train(
     """
     world = join(device, declared_gpus)
     try:
-        run = _start(captions_h5, vocab_csv, captions_csv, lengths_json, features_h5, Path(checkpoint), settings,
-                     seed, world, threads, progress and world.main)
+        run = _start(
+            captions_h5,
+            vocab_csv,
+            captions_csv,
+            lengths_json,
+            features_h5,
+            Path(checkpoint),
+            settings,
+            seed,
+            world,
+            threads,
+            progress and world.main,
+        )
         state = _fit(run)
         table = pd.DataFrame(state.rows, columns=list(LOG_COLUMNS))
         if world.main:
@@ -192,9 +220,19 @@ def train(
         leave(world)
 
 
-def _start(captions_h5: str | Path, vocab_csv: str | Path, captions_csv: str | Path, lengths_json: str | Path,
-           features_h5: str | Path, checkpoint_path: Path, settings: Settings, seed: int, world: World,
-           threads: int | None, progress: bool) -> Run:
+def _start(
+    captions_h5: str | Path,
+    vocab_csv: str | Path,
+    captions_csv: str | Path,
+    lengths_json: str | Path,
+    features_h5: str | Path,
+    checkpoint_path: Path,
+    settings: Settings,
+    seed: int,
+    world: World,
+    threads: int | None,
+    progress: bool,
+) -> Run:
     """Read the data, build the model and optimizer, and choose the precision."""
     if threads:
         torch.set_num_threads(max(1, threads // world.local_size))
@@ -214,16 +252,36 @@ def _start(captions_h5: str | Path, vocab_csv: str | Path, captions_csv: str | P
     optimizer = _make_optimizer(settings, model.parameters())
     fp = checkpoint.fingerprint(vars(settings), seed, features, captions)
     chosen = _choose_precision(settings, model, by_length, world.device)
-    log.info("%s attention captioner, %.1fM parameters, on %s%s in %s; features %s (L=%d, D=%d)", settings.attention,
-             sum(p.numel() for p in model.parameters()) / 1e6, world.device,
-             f" x {world.size} processes" if world.size > 1 else "", chosen, features.path, config.num_locations,
-             config.feature_dim)
-    return Run(settings, seed, world, captions, features, by_length, val, model, data_parallel(model, world),
-               optimizer, checkpoint_path, fp, chosen, progress)
+    log.info(
+        "%s attention captioner, %.1fM parameters, on %s%s in %s; features %s (L=%d, D=%d)",
+        settings.attention,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        world.device,
+        f" x {world.size} processes" if world.size > 1 else "",
+        chosen,
+        features.path,
+        config.num_locations,
+        config.feature_dim,
+    )
+    return Run(
+        settings,
+        seed,
+        world,
+        captions,
+        features,
+        by_length,
+        val,
+        model,
+        data_parallel(model, world),
+        optimizer,
+        checkpoint_path,
+        fp,
+        chosen,
+        progress,
+    )
 
 
-def _probe_step(model: Captioner, batch: tuple[torch.Tensor, ...], device: torch.device,
-                precision_name: str) -> float:
+def _probe_step(model: Captioner, batch: tuple[torch.Tensor, ...], device: torch.device, precision_name: str) -> float:
     """Seconds of a forward and backward pass of ``model`` (a throwaway copy) on ``batch`` in ``precision_name``."""
     features, tokens, mask = batch
     t0 = time.perf_counter()
@@ -235,8 +293,9 @@ def _probe_step(model: Captioner, batch: tuple[torch.Tensor, ...], device: torch
     return time.perf_counter() - t0
 
 
-def _choose_precision(settings: Settings, model: Captioner, by_length: dict[int, np.ndarray],
-                      device: torch.device) -> str:
+def _choose_precision(
+    settings: Settings, model: Captioner, by_length: dict[int, np.ndarray], device: torch.device
+) -> str:
     """``settings.precision``, or for auto what a probe of a training step on a random batch finds faster.
 
     The probe (built only if ``precision.choose`` times anything) runs a copy of the model on a batch of the
@@ -245,16 +304,20 @@ def _choose_precision(settings: Settings, model: Captioner, by_length: dict[int,
     """
     c = model.config
     length = int(statistics.median_low(np.repeat(list(by_length), [len(v) for v in by_length.values()])))
-    workload = (f"train {c.attention} L={c.num_locations} D={c.feature_dim} m={c.embed_dim} n={c.hidden_dim} "
-                f"a={c.attention_dim} V={c.vocab_size} batch={settings.batch_size} words={length}")
+    workload = (
+        f"train {c.attention} L={c.num_locations} D={c.feature_dim} m={c.embed_dim} n={c.hidden_dim} "
+        f"a={c.attention_dim} V={c.vocab_size} batch={settings.batch_size} words={length}"
+    )
     ready: dict[str, Any] = {}
 
     def probe(name: str) -> float:
         if not ready:
             ready["model"] = copy.deepcopy(model).train()
-            ready["batch"] = (torch.randn(settings.batch_size, c.num_locations, c.feature_dim, device=device),
-                              torch.randint(0, c.vocab_size, (settings.batch_size, length + 2), device=device),
-                              torch.ones(settings.batch_size, length + 1, device=device))
+            ready["batch"] = (
+                torch.randn(settings.batch_size, c.num_locations, c.feature_dim, device=device),
+                torch.randint(0, c.vocab_size, (settings.batch_size, length + 2), device=device),
+                torch.ones(settings.batch_size, length + 1, device=device),
+            )
         if name not in ready:  # the first pass in each precision warms up
             ready[name] = _probe_step(ready["model"], ready["batch"], device, name)
         return _probe_step(ready["model"], ready["batch"], device, name)
@@ -266,8 +329,11 @@ def _choose_precision(settings: Settings, model: Captioner, by_length: dict[int,
 def _fit(run: Run) -> Progress:
     """Epochs until ``max_epochs`` or patience runs out, from the checkpoint when there is one."""
     s = run.settings
-    state = (checkpoint.load(run.checkpoint, run.fingerprint, run.model, run.optimizer) if run.checkpoint.exists()
-             else Progress())
+    state = (
+        checkpoint.load(run.checkpoint, run.fingerprint, run.model, run.optimizer)
+        if run.checkpoint.exists()
+        else Progress()
+    )
     if state.average is not None:  # checkpoints are read onto the CPU
         state.average = {k: v.to(run.world.device) for k, v in state.average.items()}
     with StopRequested().installed() as stop:
@@ -275,13 +341,19 @@ def _fit(run: Run) -> Progress:
             if _train_epoch(run, state, stop):
                 checkpoint.save(run.checkpoint, run.fingerprint, run.model, run.optimizer, state, run.world)
                 name = signal.Signals(stop.signal).name if stop.signal is not None else "a signal to another process"
-                raise SatError(f"stopped by {name} in epoch {state.epoch + 1}; "
-                               f"checkpoint saved to {run.checkpoint}: run again to continue")
+                raise SatError(
+                    f"stopped by {name} in epoch {state.epoch + 1}; "
+                    f"checkpoint saved to {run.checkpoint}: run again to continue"
+                )
             _end_epoch(run, state)
             checkpoint.save(run.checkpoint, run.fingerprint, run.model, run.optimizer, state, run.world)
     run.features.close()
-    log.info("best epoch %d: validation %s %.4f", state.best_epoch + 1, s.select_on,
-             abs(state.best_score) if s.select_on == "nll" else state.best_score)
+    log.info(
+        "best epoch %d: validation %s %.4f",
+        state.best_epoch + 1,
+        s.select_on,
+        abs(state.best_score) if s.select_on == "nll" else state.best_score,
+    )
     return state
 
 
@@ -308,19 +380,31 @@ def _train_epoch(run: Run, state: Progress, stop: StopRequested) -> bool:
     batches = length_batches(run.by_length, s.batch_size, run.seed, state.epoch)
     sums = state.sums or dict.fromkeys(("nll", "reg", "entropy", "captions", "words", "seconds"), 0.0)
     run.net.train()
-    bar = progress_bar(total=len(batches), initial=state.step, desc=f"epoch {state.epoch + 1}", unit="batch",
-                       enabled=run.progress)
+    bar = progress_bar(
+        total=len(batches), initial=state.step, desc=f"epoch {state.epoch + 1}", unit="batch", enabled=run.progress
+    )
     with bar:
         for rows in batches[state.step :]:
             t0 = time.perf_counter()
             seed_step(run.seed, state.epoch, state.step, world.rank)
             run.optimizer.zero_grad(set_to_none=True)
-            step = backward(run.net, run.captions, run.features, rows, s, state.baseline, world,
-                            stop.signal is not None, run.precision)
+            step = backward(
+                run.net,
+                run.captions,
+                run.features,
+                rows,
+                s,
+                state.baseline,
+                world,
+                stop.signal is not None,
+                run.precision,
+            )
             if not math.isfinite(step.loss):
-                raise SatError(f"the loss became {step.loss} in epoch {state.epoch + 1}, batch {state.step + 1} "
-                               f"(captions of {step.words // step.captions - 1} words); lower train.learning_rate "
-                               "or set train.clip_norm. The checkpoint of the last completed epoch is kept.")
+                raise SatError(
+                    f"the loss became {step.loss} in epoch {state.epoch + 1}, batch {state.step + 1} "
+                    f"(captions of {step.words // step.captions - 1} words); lower train.learning_rate "
+                    "or set train.clip_norm. The checkpoint of the last completed epoch is kept."
+                )
             if s.clip_norm:
                 torch.nn.utils.clip_grad_norm_(run.net.parameters(), s.clip_norm)
             run.optimizer.step()
@@ -329,8 +413,13 @@ def _train_epoch(run: Run, state: Progress, stop: StopRequested) -> bool:
             if s.attention == "hard":
                 d, mean = s.baseline_decay, step.log_likelihood / step.words
                 state.baseline = mean if state.baseline is None else d * state.baseline + (1 - d) * mean
-            for key, value in (("nll", step.nll), ("reg", step.attention), ("entropy", step.entropy),
-                               ("captions", step.captions), ("words", step.words)):
+            for key, value in (
+                ("nll", step.nll),
+                ("reg", step.attention),
+                ("entropy", step.entropy),
+                ("captions", step.captions),
+                ("words", step.words),
+            ):
                 sums[key] += value
             sums["seconds"] += time.perf_counter() - t0
             state.step += 1
@@ -356,8 +445,17 @@ class BatchSums:
     stop: bool  # some process was asked to stop
 
 
-def backward(net: torch.nn.Module, captions: Captions, features: Features, rows: np.ndarray, settings: Settings,
-             baseline: float | None, world: World, stop: bool = False, precision_name: str = "float32") -> BatchSums:
+def backward(
+    net: torch.nn.Module,
+    captions: Captions,
+    features: Features,
+    rows: np.ndarray,
+    settings: Settings,
+    baseline: float | None,
+    world: World,
+    stop: bool = False,
+    precision_name: str = "float32",
+) -> BatchSums:
     """Gradients of the mean loss over the global minibatch ``rows``, of which this process computes its share.
 
     Hard attention's baseline (per word) None (the first batch) is the global batch's mean log-likelihood per word.
@@ -376,15 +474,30 @@ def backward(net: torch.nn.Module, captions: Captions, features: Features, rows:
             ll = objectives.word_log_likelihood(out.logits, targets, mask)
             total, count = world.sum([float(ll.detach().sum()) * real, float(mask.sum()) * real])
             baseline = total / count
-        terms = objectives.hard_objective(out, targets, mask, baseline=baseline, lambda_r=settings.lambda_r,
-                                          lambda_e=settings.lambda_e, alpha_c=settings.alpha_c)
+        terms = objectives.hard_objective(
+            out,
+            targets,
+            mask,
+            baseline=baseline,
+            lambda_r=settings.lambda_r,
+            lambda_e=settings.lambda_e,
+            alpha_c=settings.alpha_c,
+        )
     else:
         terms = objectives.soft_objective(out, targets, mask, settings.alpha_c)
     n = len(mine) * real
-    loss, nll, attention, entropy, ll_sum, n_all, words, stops = world.sum([
-        float(terms.loss.detach()) * weight / world.size, float(terms.nll) * n, float(terms.attention) * n,
-        float(terms.entropy) * n, float(terms.log_likelihoods.sum()) * real, n, float(mask.sum()) * real, float(stop),
-    ])
+    loss, nll, attention, entropy, ll_sum, n_all, words, stops = world.sum(
+        [
+            float(terms.loss.detach()) * weight / world.size,
+            float(terms.nll) * n,
+            float(terms.attention) * n,
+            float(terms.entropy) * n,
+            float(terms.log_likelihoods.sum()) * real,
+            n,
+            float(mask.sum()) * real,
+            float(stop),
+        ]
+    )
     if math.isfinite(loss):
         (terms.loss * weight).backward()
     return BatchSums(loss, nll, attention, entropy, ll_sum, int(n_all), int(words), stops > 0)
@@ -427,41 +540,59 @@ def _end_epoch(run: Run, state: Progress) -> None:
     s = run.settings
     t0 = time.perf_counter()
     with run.autocast(), _averaged(run.model, state.average):
-        measured = validation.measure(run.model, run.captions, run.features, run.val, beam_size=s.val_beam_size,
-                                      max_length=s.max_decode_length, batch_size=s.decode_batch_size,
-                                      world=run.world)
+        measured = validation.measure(
+            run.model,
+            run.captions,
+            run.features,
+            run.val,
+            beam_size=s.val_beam_size,
+            max_length=s.max_decode_length,
+            batch_size=s.decode_batch_size,
+            world=run.world,
+        )
         score = validation.selection_score(measured, s.select_on)
         best = score > state.best_score
         if best:
             state.best_score, state.best_epoch = score, state.epoch
             state.best_state = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
     sums = state.sums
-    state.rows.append({
-        "epoch": state.epoch + 1,
-        "steps": state.step,
-        "words": int(sums["words"]),
-        "nll_per_caption": sums["nll"] / sums["captions"],
-        "nll_per_word": sums["nll"] / sums["words"],
-        "attention_reg": sums["reg"] / sums["captions"],
-        "entropy": sums["entropy"] / sums["captions"],
-        "entropy_per_word": sums["entropy"] / sums["words"],
-        "baseline": state.baseline if s.attention == "hard" else float("nan"),
-        "val_nll_per_word": measured["nll_per_word"],
-        "val_bleu4": measured["bleu4"],
-        "val_cider": measured["cider"],
-        "best": best,
-        "learning_rate": s.learning_rate * s.lr_decay**state.epoch,
-        "tokens_per_s": sums["words"] / sums["seconds"],
-        "train_seconds": sums["seconds"],
-        "val_seconds": time.perf_counter() - t0,
-        "device": run.world.device.type,
-        "precision": run.precision,
-    })
+    state.rows.append(
+        {
+            "epoch": state.epoch + 1,
+            "steps": state.step,
+            "words": int(sums["words"]),
+            "nll_per_caption": sums["nll"] / sums["captions"],
+            "nll_per_word": sums["nll"] / sums["words"],
+            "attention_reg": sums["reg"] / sums["captions"],
+            "entropy": sums["entropy"] / sums["captions"],
+            "entropy_per_word": sums["entropy"] / sums["words"],
+            "baseline": state.baseline if s.attention == "hard" else float("nan"),
+            "val_nll_per_word": measured["nll_per_word"],
+            "val_bleu4": measured["bleu4"],
+            "val_cider": measured["cider"],
+            "best": best,
+            "learning_rate": s.learning_rate * s.lr_decay**state.epoch,
+            "tokens_per_s": sums["words"] / sums["seconds"],
+            "train_seconds": sums["seconds"],
+            "val_seconds": time.perf_counter() - t0,
+            "device": run.world.device.type,
+            "precision": run.precision,
+        }
+    )
     row = state.rows[-1]
-    log.info("epoch %d: %.3f nats/word (validation %.3f), attention penalty %.2f, entropy %.2f nats/word, "
-             "validation BLEU-4 %.4f, CIDEr %.4f%s, %.0f tokens/s", row["epoch"], row["nll_per_word"],
-             row["val_nll_per_word"], row["attention_reg"], row["entropy_per_word"], row["val_bleu4"],
-             row["val_cider"], " (best)" if best else "", row["tokens_per_s"])
+    log.info(
+        "epoch %d: %.3f nats/word (validation %.3f), attention penalty %.2f, entropy %.2f nats/word, "
+        "validation BLEU-4 %.4f, CIDEr %.4f%s, %.0f tokens/s",
+        row["epoch"],
+        row["nll_per_word"],
+        row["val_nll_per_word"],
+        row["attention_reg"],
+        row["entropy_per_word"],
+        row["val_bleu4"],
+        row["val_cider"],
+        " (best)" if best else "",
+        row["tokens_per_s"],
+    )
     state.epoch, state.step, state.sums = state.epoch + 1, 0, {}
 
 
@@ -469,8 +600,19 @@ def _write_model(path: str | Path, run: Run, state: Progress) -> None:
     """The selected weights with everything needed to use them: shapes, vocabulary, features, how they were made."""
     best = state.rows[state.best_epoch]
     # Nothing timed: the same config and seed give the same file.
-    save_model(path, run.model, state.best_state, vocab=run.captions.vocab,
-               features={k: run.features.attrs.get(k) for k in FEATURE_KEYS}, settings=vars(run.settings),
-               seed=run.seed, epoch=state.best_epoch + 1, selected_on=run.settings.select_on,
-               val_nll_per_word=best["val_nll_per_word"], val_bleu4=best["val_bleu4"], val_cider=best["val_cider"],
-               device=run.world.device.type, precision=run.precision)
+    save_model(
+        path,
+        run.model,
+        state.best_state,
+        vocab=run.captions.vocab,
+        features={k: run.features.attrs.get(k) for k in FEATURE_KEYS},
+        settings=vars(run.settings),
+        seed=run.seed,
+        epoch=state.best_epoch + 1,
+        selected_on=run.settings.select_on,
+        val_nll_per_word=best["val_nll_per_word"],
+        val_bleu4=best["val_bleu4"],
+        val_cider=best["val_cider"],
+        device=run.world.device.type,
+        precision=run.precision,
+    )

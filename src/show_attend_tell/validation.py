@@ -49,8 +49,17 @@ def validation_set(captions: Captions, captions_csv: str | Path, max_images: int
 
 
 @torch.no_grad()
-def measure(model: Captioner, captions: Captions, features: Features, vset: ValidationSet, *, beam_size: int,
-            max_length: int, batch_size: int, world: World) -> dict[str, float]:
+def measure(
+    model: Captioner,
+    captions: Captions,
+    features: Features,
+    vset: ValidationSet,
+    *,
+    beam_size: int,
+    max_length: int,
+    batch_size: int,
+    world: World,
+) -> dict[str, float]:
     """``nll_per_word`` (teacher-forced), ``bleu4`` and ``cider`` (decoded), the work shared among processes."""
     model.eval()
     nll = words = 0.0
@@ -64,8 +73,9 @@ def measure(model: Captioner, captions: Captions, features: Features, vset: Vali
     images = vset.images[world.rank :: world.size]
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
-        decoded = beam_search(model, features[batch].to(world.device).float(), captions.vocab,
-                              beam_size=beam_size, max_length=max_length)
+        decoded = beam_search(
+            model, features[batch].to(world.device).float(), captions.vocab, beam_size=beam_size, max_length=max_length
+        )
         hypotheses.update({int(i): " ".join(captions.vocab[w] for w in ws) for i, ws in zip(batch, decoded.tokens)})
     model.train()
     return {"nll_per_word": nll / words, **token_scores(vset.references, world.merge(hypotheses))}

@@ -10,7 +10,7 @@ from show_attend_tell.config import check, sources, stem, train_settings
 from show_attend_tell.errors import SatError
 
 # Rules call the `sat` command installed beside the Python that runs Snakemake (a venv need not be active).
-shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
+shell.prefix(f'set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
 
 try:
     DATASETS = check(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -77,8 +77,9 @@ def row_targets(dataset: str, model: str) -> list[str]:
     folder = f"{RESULTS}/{dataset}/{model}"
     splits = sorted(set(DATASETS[dataset]["decode"]["splits"]) | {config["report"]["split"]})
     targets = [f"{folder}/{out}" for out in TRAIN_OUTPUTS]
-    targets += [f"{folder}/{name}_{split}{ext}" for split in splits
-                for name, ext in (("metrics", ".csv"), ("figures", ""))]
+    targets += [
+        f"{folder}/{name}_{split}{ext}" for split in splits for name, ext in (("metrics", ".csv"), ("figures", ""))
+    ]
     if DATASETS[dataset]["source"] == "demo":
         targets += [f"{folder}/grounding_{split}.csv" for split in splits]
     return targets
@@ -104,8 +105,13 @@ def table1_rows(wildcards, input) -> list[str]:
     for dataset in config["run"]:
         for model in config["models"]:
             key = f"{dataset}_{model}"
-            rows += ["--row", dataset, model, *(input[f"{key}_{part}"] for part in ("metrics", "attention", "train_log")),
-                     input.get(f"{key}_grounding", "-")]
+            rows += [
+                "--row",
+                dataset,
+                model,
+                *(input[f"{key}_{part}"] for part in ("metrics", "attention", "train_log")),
+                input.get(f"{key}_grounding", "-"),
+            ]
     return rows
 
 

@@ -10,20 +10,20 @@ rule decode:
     output:
         captions=f"{RESULTS}/{{dataset}}/{{model}}/captions_{{split}}.json",
         attention=f"{RESULTS}/{{dataset}}/{{model}}/attention_{{split}}.h5",
-    params:
-        d=lookup(dpath="{dataset}/decode", within=DATASETS),
-        device=config["device"],
     log:
         f"{RESULTS}/logs/{{dataset}}/decode_{{model}}_{{split}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/decode_{{model}}_{{split}}.tsv"
+    conda:
+        ENV
     threads: config["threads"]
     resources:
         mem_mb=8000,
         runtime=120,
         gpu=config["gpus"],
-    conda:
-        ENV
+    params:
+        d=lookup(dpath="{dataset}/decode", within=DATASETS),
+        device=config["device"],
     shell:
         "sat decode {input.model:q} {input.features:q} {input.images:q} {output.captions:q} {output.attention:q}"
         " --split {wildcards.split} --beam-size {params.d[beam_size]} --max-length {params.d[max_length]}"
@@ -42,11 +42,11 @@ rule evaluate:
         f"{RESULTS}/logs/{{dataset}}/evaluate_{{model}}_{{split}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/evaluate_{{model}}_{{split}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        ENV
     shell:
         "sat evaluate {input.captions:q} {input.references:q} {output:q} --split {wildcards.split} > {log:q} 2>&1"

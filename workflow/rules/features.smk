@@ -1,33 +1,35 @@
 # CNN annotation vectors: one (L, D) float16 matrix per image, in images.csv order.
 # A dataset with `features.shards: N` > 1 is encoded as N jobs over ranges of images, then merged.
 
+
 rule features:
     """Encode every image with a frozen CNN (GPU when present) into results/{dataset}/features/{encoder}.h5.
 
-    features_shard: the same for the k-th (from 0) of n ranges of images, split at batch boundaries; deleted once merged."""
+    features_shard: the same for the k-th (from 0) of n ranges of images, split at batch boundaries; deleted once merged.
+    """
     input:
         images=f"{RESULTS}/{{dataset}}/images.csv",
         sources=lookup(dpath="{dataset}/image_sources", within=SOURCES),
     output:
         f"{RESULTS}/{{dataset}}/features/{{encoder}}.h5",
-    wildcard_constraints:
-        dataset=datasets_pattern(sharded=False),
-    params:
-        f=features_settings,
-        random=random_weights_option,
-        device=config["device"],
-        shard=[],  # features_shard: --shard K/N
     log:
         f"{RESULTS}/logs/{{dataset}}/features_{{encoder}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/features_{{encoder}}.tsv"
+    wildcard_constraints:
+        dataset=datasets_pattern(sharded=False),
+    conda:
+        ENV
     threads: config["threads"]
     resources:
         mem_mb=8000,
         runtime=720,
         gpu=config["gpus"],
-    conda:
-        ENV
+    params:
+        f=features_settings,
+        random=random_weights_option,
+        device=config["device"],
+        shard=[],  # features_shard: --shard K/N
     shell:
         "sat features {input.images:q} {output:q} --encoder {wildcards.encoder} --layer {params.f[layer]:q}"
         " --image-size {params.f[image_size]} --batch-size {params.f[batch_size]} --workers {params.f[workers]}"
@@ -38,16 +40,16 @@ rule features:
 use rule features as features_shard with:
     output:
         temp(f"{RESULTS}/{{dataset}}/features/shards/{{encoder}}.{{k}}-of-{{n}}.h5"),
+    log:
+        f"{RESULTS}/logs/{{dataset}}/features_{{encoder}}.{{k}}-of-{{n}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/features_{{encoder}}.{{k}}-of-{{n}}.tsv"
     wildcard_constraints:
         dataset=datasets_pattern(sharded=True),
         k=r"\d+",
         n=r"\d+",
     params:
         shard=lambda wc: ["--shard", f"{wc.k}/{wc.n}"],
-    log:
-        f"{RESULTS}/logs/{{dataset}}/features_{{encoder}}.{{k}}-of-{{n}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/features_{{encoder}}.{{k}}-of-{{n}}.tsv"
 
 
 rule merge_features:
@@ -57,10 +59,10 @@ rule merge_features:
         shards=feature_shards,
     output:
         f"{RESULTS}/{{dataset}}/features/{{encoder}}.h5",
-    wildcard_constraints:
-        dataset=datasets_pattern(sharded=True),
     log:
         f"{RESULTS}/logs/{{dataset}}/merge_features_{{encoder}}.log",
+    wildcard_constraints:
+        dataset=datasets_pattern(sharded=True),
     conda:
         ENV
     shell:

@@ -14,18 +14,18 @@ rule figures:
             category="Attention",
             subcategory="{dataset} {model}",
         ),
-    params:
-        figures=config["report"]["figures"],
     log:
         f"{RESULTS}/logs/{{dataset}}/figures_{{model}}_{{split}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/figures_{{model}}_{{split}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=15,
-    conda:
-        ENV
+    params:
+        figures=config["report"]["figures"],
     shell:
         "sat figures {input.attention:q} {input.images:q} {output:q} --count {params.figures} > {log:q} 2>&1"
 
@@ -36,17 +36,21 @@ rule grounding:
         attention=f"{RESULTS}/demo/{{model}}/attention_{{split}}.h5",
         objects=f"{DATA}/demo",
     output:
-        report(f"{RESULTS}/demo/{{model}}/grounding_{{split}}.csv", caption="../report/grounding.rst", category="Grounding"),
+        report(
+            f"{RESULTS}/demo/{{model}}/grounding_{{split}}.csv",
+            caption="../report/grounding.rst",
+            category="Grounding",
+        ),
     log:
         f"{RESULTS}/logs/demo/grounding_{{model}}_{{split}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/demo/grounding_{{model}}_{{split}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        ENV
     shell:
         "sat grounding {input.attention:q} {input.objects:q}/objects.json {output:q} > {log:q} 2>&1"
 
@@ -58,17 +62,17 @@ rule table1:
     output:
         csv=report(f"{RESULTS}/table1.csv", caption="../report/table1.rst", category="Table 1"),
         md=f"{RESULTS}/table1.md",
-    params:
-        rows=table1_rows,
     log:
         f"{RESULTS}/logs/table1.log",
     benchmark:
         f"{RESULTS}/benchmarks/table1.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        rows=table1_rows,
     shell:
         "sat table1 {output.csv:q} {output.md:q} {params.rows:q} > {log:q} 2>&1"

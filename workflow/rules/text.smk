@@ -9,22 +9,22 @@ rule prepare:
     output:
         captions=f"{RESULTS}/{{dataset}}/captions.csv",
         images=f"{RESULTS}/{{dataset}}/images.csv",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/prepare.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/prepare.tsv"
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         json=lookup(dpath="{dataset}/captions_json", within=SOURCES),
         dirs=lookup(dpath="{dataset}/image_dirs", within=SOURCES),
         tokenizer=lookup(dpath="{dataset}/tokenizer", within=DATASETS),
         restval=lookup(dpath="{dataset}/restval", within=DATASETS),
         bad_images=lookup(dpath="{dataset}/bad_images", within=DATASETS),
-    log:
-        f"{RESULTS}/logs/{{dataset}}/prepare.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/prepare.tsv"
-    threads: config["threads"]
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        ENV
     shell:
         "sat prepare {params.json:q} {output.captions:q} {output.images:q} --image-dirs {params.dirs:q}"
         " --tokenizer {params.tokenizer:q} --restval {params.restval:q} --bad-images {params.bad_images:q}"
@@ -37,18 +37,18 @@ rule vocab:
         f"{RESULTS}/{{dataset}}/captions.csv",
     output:
         f"{RESULTS}/{{dataset}}/vocab.csv",
-    params:
-        size=lookup(dpath="{dataset}/vocab_size", within=DATASETS),
     log:
         f"{RESULTS}/logs/{{dataset}}/vocab.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/vocab.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=15,
-    conda:
-        ENV
+    params:
+        size=lookup(dpath="{dataset}/vocab_size", within=DATASETS),
     shell:
         "sat vocab {input:q} {output:q} --size {params.size:q} > {log:q} 2>&1"
 
@@ -60,18 +60,18 @@ rule encode:
         vocab=f"{RESULTS}/{{dataset}}/vocab.csv",
     output:
         f"{RESULTS}/{{dataset}}/captions.h5",
-    params:
-        max_length=lookup(dpath="{dataset}/max_length", within=DATASETS),
     log:
         f"{RESULTS}/logs/{{dataset}}/encode.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/encode.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=15,
-    conda:
-        ENV
+    params:
+        max_length=lookup(dpath="{dataset}/max_length", within=DATASETS),
     shell:
         "sat encode {input.captions:q} {input.vocab:q} {output:q} --max-length {params.max_length} > {log:q} 2>&1"
 
@@ -86,11 +86,11 @@ rule lengths:
         f"{RESULTS}/logs/{{dataset}}/lengths.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/lengths.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
     shell:
         "sat lengths {input:q} {output:q} > {log:q} 2>&1"

@@ -14,7 +14,22 @@ rule train:
     output:
         model=f"{RESULTS}/{{dataset}}/{{model}}/model.pt",
         log_csv=f"{RESULTS}/{{dataset}}/{{model}}/train_log.csv",
-        curves=report(f"{RESULTS}/{{dataset}}/{{model}}/curves.png", category="Training", labels={"dataset": "{dataset}", "model": "{model}"}),
+        curves=report(
+            f"{RESULTS}/{{dataset}}/{{model}}/curves.png",
+            category="Training",
+            labels={"dataset": "{dataset}", "model": "{model}"},
+        ),
+    log:
+        f"{RESULTS}/logs/{{dataset}}/train_{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/train_{{model}}.tsv"
+    conda:
+        ENV
+    threads: config["train_threads"]
+    resources:
+        mem_mb=8000,
+        runtime=1440,
+        gpu=config["gpus"],
     params:
         settings=model_settings,
         # Outside the declared outputs, which Snakemake deletes before a job starts.
@@ -22,17 +37,6 @@ rule train:
         seed=config["seed"],
         device=config["device"],
         processes=training_processes,
-    log:
-        f"{RESULTS}/logs/{{dataset}}/train_{{model}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/train_{{model}}.tsv"
-    threads: config["train_threads"]
-    resources:
-        mem_mb=8000,
-        runtime=1440,
-        gpu=config["gpus"],
-    conda:
-        ENV
     shell:
         "sat train {input.captions:q} {input.vocab:q} {input.table:q} {input.lengths:q} {input.features:q}"
         " --settings {params.settings:q} --model {output.model:q} --log-csv {output.log_csv:q} --curves {output.curves:q}"
