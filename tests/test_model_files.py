@@ -22,6 +22,10 @@ class RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
+FEATURES = {"encoder": "efficientnet_lite0", "layer": "blocks.6", "weights": "imagenet", "image_size": 64, "dim": 6,
+            "grid": [2, 2], "images_sha256": "0" * 64}  # fmt: skip
+
+
 def small_model() -> Captioner:
     return Captioner(ModelConfig(10, 4, 6, embed_dim=4, hidden_dim=5, attention_dim=3, dropout=0.0))
 
@@ -47,7 +51,7 @@ def test_a_model_file_carrying_code_is_refused_without_running_it(tmp_path):
 
 def test_a_model_file_as_training_writes_it_loads(tmp_path):
     model = small_model()
-    save_model(tmp_path / "model.pt", model, model.state_dict(), vocab=[str(i) for i in range(10)], features={})
+    save_model(tmp_path / "model.pt", model, model.state_dict(), vocab=[str(i) for i in range(10)], features=FEATURES)
     loaded, document = load_model(tmp_path / "model.pt")
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
     assert document["vocab"] == [str(i) for i in range(10)]
@@ -64,11 +68,15 @@ def test_a_model_file_as_training_writes_it_loads(tmp_path):
         ),
         (lambda d: d["config"].update(colour="red"), "does not hold a consistent model: .*unexpected keyword.*colour"),
         (lambda d: d.update(format="something else"), "is not a model file written by this workflow"),
+        (lambda d: d["features"].update(image_size="64"), "its features entry needs encoder, layer"),
+        (lambda d: d["config"].update(hidden_dim=-5), "its config needs positive integer"),
+        (lambda d: d["state_dict"].update({"out.bias": torch.zeros(10, dtype=torch.long)}), "not a table of float32"),
+        (lambda d: d.update(vocab=list(range(10))), "its vocab is not a list of words"),
     ],
 )
 def test_an_inconsistent_model_file_gets_one_line_naming_what_is_wrong(tmp_path, change, message):
     model = small_model()
-    save_model(tmp_path / "model.pt", model, model.state_dict(), vocab=[str(i) for i in range(10)], features={})
+    save_model(tmp_path / "model.pt", model, model.state_dict(), vocab=[str(i) for i in range(10)], features=FEATURES)
     document = torch.load(tmp_path / "model.pt", weights_only=True)
     change(document)
     torch.save(document, tmp_path / "model.pt")

@@ -235,15 +235,48 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ca
     missing = [k for k in ("config", "state_dict", "vocab", "features") if k not in document]
     if missing:
         raise SatError(f"{path} is not a complete model file: it has no {', '.join(missing)}")
+    if problem := _document_problem(document):
+        raise SatError(f"{path} does not hold a consistent model: {problem}")
     try:
         config = ModelConfig(**document["config"])
-        if len(document["vocab"]) != config.vocab_size:
-            raise ValueError(f"{len(document['vocab'])} words in its vocabulary, {config.vocab_size} in its config")
-        model = Captioner(config)
-        model.load_state_dict(document["state_dict"])
+        with torch.device("meta"):  # shapes only: the file's own tensors become the weights, nothing is allocated
+            model = Captioner(config)
+        model.load_state_dict(document["state_dict"], assign=True)
     except (TypeError, ValueError, RuntimeError, AttributeError) as e:
         # load_state_dict says "Error(s) in loading state_dict ...:" first and what is wrong on the next line.
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         reason = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
         raise SatError(f"{path} does not hold a consistent model: {reason}") from e
     return model.to(device).eval(), document
+
+
+SIZES = ("vocab_size", "num_locations", "feature_dim", "embed_dim", "hidden_dim", "attention_dim")
+FEATURE_TYPES = {"encoder": str, "layer": str, "weights": str, "image_size": int, "dim": int, "grid": list}
+
+
+def _document_problem(document: dict) -> str | None:
+    """What in a model file's document is not what the train stage writes (and decoding and captioning read)."""
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    config, vocab, features, weights = (document[k] for k in ("config", "vocab", "features", "state_dict"))
+    if not isinstance(config, dict) or not all(count(config.get(k)) for k in SIZES):
+        return f"its config needs positive integer {', '.join(SIZES)}"
+    if not isinstance(config.get("dropout", 0.0), (int, float)) or not 0 <= config.get("dropout", 0.0) <= 1:
+        return "its config's dropout is not a number from 0 to 1"
+    if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
+        return "its vocab is not a list of words"
+    if len(vocab) != config["vocab_size"]:
+        return f"{len(vocab)} words in its vocabulary, {config['vocab_size']} in its config"
+    if not isinstance(features, dict):
+        return "its features entry is not a table"
+    wrong = [k for k, kind in FEATURE_TYPES.items() if not isinstance(features.get(k), kind)]
+    grid = features.get("grid")
+    if wrong or not count(features["image_size"]) or len(grid) != 2 or not all(count(g) for g in grid):
+        return f"its features entry needs {', '.join(FEATURE_TYPES)} of the right types (found {features})"
+    if not isinstance(weights, dict) or not all(
+        isinstance(t, torch.Tensor) and t.dtype == torch.float32 for t in weights.values()
+    ):
+        return "its state_dict is not a table of float32 tensors"
+    return None
