@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 
-from show_attend_tell import data, train
+from show_attend_tell import data, minibatch, train
 from show_attend_tell.distributed import join, leave
 from show_attend_tell.model import Captioner
+from show_attend_tell.settings import Settings
 
-stages, settings, out = Path(sys.argv[1]), train.Settings.from_config(json.loads(sys.argv[2])), sys.argv[3]
+stages, settings, out = Path(sys.argv[1]), Settings.from_config(json.loads(sys.argv[2])), sys.argv[3]
 world = join("cpu")
 captions = data.read_encoded(stages / "captions.h5", stages / "vocab.csv")
 features = data.Features(stages / "features.h5")
@@ -29,7 +30,7 @@ batches = [first, first[:3], first[:1]]
 results = []
 for rows in batches:
     net.zero_grad(set_to_none=True)
-    step = train.backward(net, captions, features, rows, settings, None, world)
+    step = minibatch.backward(net, captions, features, rows, settings, None, world)
     results.append({"grads": {n: p.grad.clone() for n, p in model.named_parameters()}, "step": vars(step)})
 if world.main:
     torch.save({"sizes": [len(b) for b in batches], "results": results}, out)

@@ -8,7 +8,7 @@ from conftest import REPO
 
 from show_attend_tell.config import check, load_yaml, merge, train_settings
 from show_attend_tell.errors import SatError
-from show_attend_tell.train import Settings
+from show_attend_tell.settings import Settings
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -22,7 +22,7 @@ def test_the_shipped_config_is_valid_and_resolves_presets(config):
     datasets = check(config, SCHEMA)
     assert set(datasets) == {"demo", "flickr8k", "flickr30k", "coco"}
     assert datasets["demo"]["source"] == "demo"
-    assert datasets["flickr8k"]["vocab_size"] == 10000
+    assert datasets["flickr8k"]["vocab_size"] == 2500 and datasets["coco"]["vocab_size"] == 10000
     assert datasets["flickr8k"]["train"]["optimizer"] == "adam"  # the CPU preset's (the paper's preset: rmsprop)
     assert datasets["flickr8k"]["features"]["encoder"] == "efficientnet_lite2"
     assert datasets["flickr8k"]["train"]["batch_size"] == 64
@@ -52,6 +52,7 @@ def test_the_papers_preset_is_one_configfile_away(config):
         and datasets["flickr8k"]["features"]["layer"] == "conv5_4"
     )
     assert (soft["optimizer"], soft["hidden_dim"], soft["embed_dim"]) == ("rmsprop", 1800, 512)
+    assert datasets["flickr8k"]["vocab_size"] == 10000
 
 
 def test_the_schema_documents_every_training_setting():

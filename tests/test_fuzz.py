@@ -18,11 +18,12 @@ import torch
 from PIL import Image
 from test_model_files import FEATURES, small_model
 
-from show_attend_tell import checkpoint, config, prepare, train
+from show_attend_tell import checkpoint, config, prepare
 from show_attend_tell.distributed import World
 from show_attend_tell.errors import SatError
 from show_attend_tell.features import load_image
 from show_attend_tell.model import load_model, save_model
+from show_attend_tell.settings import Settings
 
 TRIES = 200
 ODD_VALUES = [None, True, -1, 0, 2**40, 1e308, float("nan"), "", "../../etc/passwd", "x" * 300, [], {}, [1, "a"]]
@@ -160,7 +161,7 @@ def test_training_settings():
     rng, seen = random.Random(5), set()
     base = config.train_settings(*_paper_datasets(), "flickr8k", "soft")
     for _ in range(TRIES):
-        seen.add(outcome(train.Settings.from_config, corrupt_structure(base, rng)))
+        seen.add(outcome(Settings.from_config, corrupt_structure(base, rng)))
     assert seen == {"ok", "refused"}
 
 

@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from show_attend_tell import data, features, text, train, validation
+from show_attend_tell import data, features, minibatch, text, train, validation
 from show_attend_tell.distributed import World
 from show_attend_tell.errors import SatError
 from show_attend_tell.model import load_model
+from show_attend_tell.settings import Settings
 
 TINY = dict(
     embed_dim=16,
@@ -43,7 +44,7 @@ def run(stages, out, features_h5=None, seed=0, **settings):
         log_csv=out / "train_log.csv",
         curves_png=out / "curves.png",
         checkpoint=out / "checkpoint.pt",
-        settings=train.Settings.from_config(TINY | settings),
+        settings=Settings.from_config(TINY | settings),
         seed=seed,
         threads=1,
         progress=False,
@@ -136,7 +137,7 @@ def test_a_moving_average_of_the_weights_is_what_is_validated_and_saved(stages, 
 
 def sigterm_at_batch(monkeypatch, batch):
     """The process receives SIGTERM (as from a cluster pre-empting the job) during training batch ``batch``."""
-    step, calls = train.backward, []
+    step, calls = minibatch.backward, []
 
     def step_then_signal(*args, **kwargs):
         calls.append(1)
@@ -240,7 +241,7 @@ def test_bad_settings_get_the_workflows_one_line_message(settings, message):
     with pytest.raises(
         SatError, match=r"^invalid training settings \(see config.schema.yaml, train\): " + message
     ) as e:
-        train.Settings.from_config(settings)
+        Settings.from_config(settings)
     assert "\n" not in str(e.value)
 
 
@@ -248,4 +249,4 @@ def test_every_setting_is_defined_once_in_the_schema_with_the_dataclass_default(
     from show_attend_tell.config import SCHEMA, load_yaml
 
     schema = load_yaml(SCHEMA)["$defs"]["train"]["properties"]
-    assert set(schema) == set(train.Settings.__dataclass_fields__)
+    assert set(schema) == set(Settings.__dataclass_fields__)

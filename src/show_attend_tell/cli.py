@@ -109,7 +109,8 @@ def _shard(value: str) -> tuple[int, int]:
 
 def _train(a: argparse.Namespace) -> None:
     from .distributed import exec_torchrun, launched_by_torchrun
-    from .train import Settings, train
+    from .settings import Settings
+    from .train import train
 
     if a.processes > 1 and not launched_by_torchrun():
         exec_torchrun(a.processes, a.argv, a.threads)

@@ -34,17 +34,17 @@ from torch.nn.parallel import DistributedDataParallel
 from . import checkpoint, heap, objectives, precision, validation
 from .atomic import atomic_output, remove
 from .checkpoint import Progress
-from .config import check_section
-from .data import FEATURE_KEYS, Captions, Features, length_batches, read_encoded, read_length_dictionary, teacher_batch
+from .data import FEATURE_KEYS, Captions, Features, length_batches, read_encoded, read_length_dictionary
 from .distributed import World, join, leave
 from .errors import SatError
 from .figures import plot_curves
-from .model import Captioner, ModelConfig, save_model
+from .minibatch import backward, seed_step
+from .model import Captioner, save_model
 from .progress import progress_bar
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-MODEL_KEYS = ("attention", "embed_dim", "hidden_dim", "attention_dim", "dropout")
 LOG_COLUMNS = (
     "epoch",
     "steps",
@@ -66,46 +66,6 @@ LOG_COLUMNS = (
     "device",
     "precision",
 )
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Training hyperparameters (config key `train`, merged with the model's own keys)."""
-
-    attention: str = "soft"
-    embed_dim: int = 512
-    hidden_dim: int = 1800
-    attention_dim: int = 512
-    dropout: float = 0.5
-    optimizer: str = "adam"
-    learning_rate: float = 4e-4
-    lr_decay: float = 1.0  # learning rate multiplied by this after every epoch
-    batch_size: int = 64
-    max_epochs: int = 20
-    patience: int = 4  # epochs without a better validation score before stopping
-    select_on: str = "cider"  # the validation score that selects the epoch: cider, bleu4 or nll
-    clip_norm: float | None = 5.0
-    alpha_c: float = 1.0  # lambda of the doubly stochastic penalty (eq. 14)
-    lambda_r: float = 1.0  # hard attention: weight of the REINFORCE term (eq. 12)
-    lambda_e: float = 0.002  # hard attention: weight of the entropy bonus
-    semi_sampling_p: float = 0.5  # hard attention: probability an image uses the expected context
-    baseline_decay: float = 0.9  # hard attention: b <- decay * b + (1 - decay) * log p(y | s, a) per word
-    max_decode_length: int = 30
-    val_beam_size: int = 1  # beam size of the validation decoding (1: greedy)
-    val_images: int | None = None  # decode only the first N validation images (None: all)
-    decode_batch_size: int = 250
-    ema_decay: float = 0.0  # validate and keep an exponential moving average of the weights (0: the weights)
-    precision: str = "auto"  # auto: bfloat16 autocast where a probe finds it faster, else float32
-    features_memory_gb: float = 8.0  # hold the features in memory up to this size (per node, shared by its processes)
-
-    @classmethod
-    def from_config(cls, settings: Any) -> Settings:
-        """Settings checked against the workflow's schema, so a bad value by hand reads as in the workflow."""
-        check_section(settings, "train", "training settings")
-        return cls(**settings)
-
-    def model_config(self, vocab_size: int, num_locations: int, feature_dim: int) -> ModelConfig:
-        return ModelConfig(vocab_size, num_locations, feature_dim, **{k: getattr(self, k) for k in MODEL_KEYS})
 
 
 class StopRequested:
@@ -134,15 +94,6 @@ def _make_optimizer(settings: Settings, params: Iterator[torch.nn.Parameter]) ->
     if settings.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=settings.learning_rate, foreach=True)
     raise SatError(f"unknown optimizer {settings.optimizer!r}; choose adam or rmsprop")
-
-
-def seed_step(seed: int, epoch: int, step: int, rank: int) -> None:
-    """Seed the step's randomness (dropout, hard attention's samples) from where it is, not from what came before.
-
-    A resumed run, with any number of processes, thus draws what an uninterrupted one would; each
-    process draws its own.
-    """
-    torch.manual_seed(int(np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1)[0]))
 
 
 @dataclass
@@ -429,78 +380,6 @@ def _train_epoch(run: Run, state: Progress, stop: StopRequested) -> bool:
             if step.stop:
                 return True
     return False
-
-
-@dataclass(frozen=True)
-class BatchSums:
-    """One minibatch's sums over every process: the terms summed over its captions (not averaged)."""
-
-    loss: float  # the global batch's mean loss
-    nll: float
-    attention: float
-    entropy: float
-    log_likelihood: float
-    captions: int
-    words: int
-    stop: bool  # some process was asked to stop
-
-
-def backward(
-    net: torch.nn.Module,
-    captions: Captions,
-    features: Features,
-    rows: np.ndarray,
-    settings: Settings,
-    baseline: float | None,
-    world: World,
-    stop: bool = False,
-    precision_name: str = "float32",
-) -> BatchSums:
-    """Gradients of the mean loss over the global minibatch ``rows``, of which this process computes its share.
-
-    Hard attention's baseline (per word) None (the first batch) is the global batch's mean log-likelihood per word.
-    """
-    mine, weight = world.share(rows)
-    device = world.device
-    inputs, targets, mask = (t.to(device, non_blocking=True) for t in teacher_batch(captions, mine))
-    feats = features[captions.image_index[mine]].to(device, non_blocking=True).float()
-    hard = settings.attention == "hard"
-    sample_rows = (torch.rand(len(mine)) >= settings.semi_sampling_p).to(device) if hard else None
-    with precision.autocast(device, precision_name):
-        out = net(feats, inputs, sample_rows=sample_rows)
-    real = float(weight > 0)  # 0: this process only joins the reduction
-    if hard:
-        if baseline is None:
-            ll = objectives.word_log_likelihood(out.logits, targets, mask)
-            total, count = world.sum([float(ll.detach().sum()) * real, float(mask.sum()) * real])
-            baseline = total / count
-        terms = objectives.hard_objective(
-            out,
-            targets,
-            mask,
-            baseline=baseline,
-            lambda_r=settings.lambda_r,
-            lambda_e=settings.lambda_e,
-            alpha_c=settings.alpha_c,
-        )
-    else:
-        terms = objectives.soft_objective(out, targets, mask, settings.alpha_c)
-    n = len(mine) * real
-    loss, nll, attention, entropy, ll_sum, n_all, words, stops = world.sum(
-        [
-            float(terms.loss.detach()) * weight / world.size,
-            float(terms.nll) * n,
-            float(terms.attention) * n,
-            float(terms.entropy) * n,
-            float(terms.log_likelihoods.sum()) * real,
-            n,
-            float(mask.sum()) * real,
-            float(stop),
-        ]
-    )
-    if math.isfinite(loss):
-        (terms.loss * weight).backward()
-    return BatchSums(loss, nll, attention, entropy, ll_sum, int(n_all), int(words), stops > 0)
 
 
 def _update_average(state: Progress, model: Captioner, decay: float) -> None:

@@ -2,7 +2,7 @@
 
 
 rule train:
-    """Train with length batches, select the epoch with the best validation BLEU-4; resumes from its checkpoint.
+    """Train with length batches, keep the epoch best by `select_on` on val; resumes from its checkpoint.
 
     With several GPUs (resource gpu > 1) it runs one DDP process per GPU under torchrun."""
     input:

@@ -1,0 +1,95 @@
+"""One training minibatch: its seeded randomness, its loss, and the gradients of its mean over every process."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import objectives, precision
+from .data import Captions, Features, teacher_batch
+from .distributed import World
+from .settings import Settings
+
+
+def seed_step(seed: int, epoch: int, step: int, rank: int) -> None:
+    """Seed the step's randomness (dropout, hard attention's samples) from where it is, not from what came before.
+
+    A resumed run, with any number of processes, thus draws what an uninterrupted one would; each
+    process draws its own.
+    """
+    torch.manual_seed(int(np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1)[0]))
+
+
+@dataclass(frozen=True)
+class BatchSums:
+    """One minibatch's sums over every process: the terms summed over its captions (not averaged)."""
+
+    loss: float  # the global batch's mean loss
+    nll: float
+    attention: float
+    entropy: float
+    log_likelihood: float
+    captions: int
+    words: int
+    stop: bool  # some process was asked to stop
+
+
+def backward(
+    net: torch.nn.Module,
+    captions: Captions,
+    features: Features,
+    rows: np.ndarray,
+    settings: Settings,
+    baseline: float | None,
+    world: World,
+    stop: bool = False,
+    precision_name: str = "float32",
+) -> BatchSums:
+    """Gradients of the mean loss over the global minibatch ``rows``, of which this process computes its share.
+
+    Hard attention's baseline (per word) None (the first batch) is the global batch's mean log-likelihood per word.
+    """
+    mine, weight = world.share(rows)
+    device = world.device
+    inputs, targets, mask = (t.to(device, non_blocking=True) for t in teacher_batch(captions, mine))
+    feats = features[captions.image_index[mine]].to(device, non_blocking=True).float()
+    hard = settings.attention == "hard"
+    sample_rows = (torch.rand(len(mine)) >= settings.semi_sampling_p).to(device) if hard else None
+    with precision.autocast(device, precision_name):
+        out = net(feats, inputs, sample_rows=sample_rows)
+    real = float(weight > 0)  # 0: this process only joins the reduction
+    if hard:
+        if baseline is None:
+            ll = objectives.word_log_likelihood(out.logits, targets, mask)
+            total, count = world.sum([float(ll.detach().sum()) * real, float(mask.sum()) * real])
+            baseline = total / count
+        terms = objectives.hard_objective(
+            out,
+            targets,
+            mask,
+            baseline=baseline,
+            lambda_r=settings.lambda_r,
+            lambda_e=settings.lambda_e,
+            alpha_c=settings.alpha_c,
+        )
+    else:
+        terms = objectives.soft_objective(out, targets, mask, settings.alpha_c)
+    n = len(mine) * real
+    loss, nll, attention, entropy, ll_sum, n_all, words, stops = world.sum(
+        [
+            float(terms.loss.detach()) * weight / world.size,
+            float(terms.nll) * n,
+            float(terms.attention) * n,
+            float(terms.entropy) * n,
+            float(terms.log_likelihoods.sum()) * real,
+            n,
+            float(mask.sum()) * real,
+            float(stop),
+        ]
+    )
+    if math.isfinite(loss):
+        (terms.loss * weight).backward()
+    return BatchSums(loss, nll, attention, entropy, ll_sum, int(n_all), int(words), stops > 0)
