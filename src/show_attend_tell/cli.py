@@ -411,9 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.func(args) or 0
-    except SatError as e:
+    except (SatError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        # The OS errors: an input named on the command line that is missing or cannot be opened.
+        message = e if isinstance(e, SatError) else f"{e.filename}: {e.strerror}"
         rank = os.environ.get("RANK", "0")  # under torchrun every process reports; say which
-        print(f"error{'' if rank == '0' else f' (process {rank})'}: {e}", file=sys.stderr)
+        print(f"error{'' if rank == '0' else f' (process {rank})'}: {message}", file=sys.stderr)
         return 1
 
 
