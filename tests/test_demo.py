@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from show_attend_tell import demo
-from show_attend_tell.demo import COLOURS, SHAPES, SIZES, generate
+from show_attend_tell.demo import generate
+from show_attend_tell.demo_scene import COLOURS, SHAPES, SIZES
 from show_attend_tell.errors import SatError
 
 SIZE = 128

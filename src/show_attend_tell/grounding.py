@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_output
-from .demo import SHAPES
+from .demo_scene import SHAPES
 from .encoders import resize_shorter
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,240 @@
+"""The ``sat`` sub-commands' interfaces: positional files, options and help, in the order ``--help`` lists them.
+
+Kept apart from what the commands run (``cli_commands``), so each command's interface reads in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from .cli_commands import (
+    run_caption,
+    run_decode,
+    run_demo,
+    run_encode,
+    run_evaluate,
+    run_extract,
+    run_features,
+    run_fetch,
+    run_figures,
+    run_grounding,
+    run_lengths,
+    run_merge_features,
+    run_prepare,
+    run_table1,
+    run_train,
+    run_vocab,
+)
+
+GPUS_HELP = "GPUs the job was given by its scheduler (the rule's gpu resource): fewer visible is an error"
+
+
+def _shard(value: str) -> tuple[int, int]:
+    """``K/N``: the K-th (from 0) of N shards."""
+    try:
+        k, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N, e.g. 0/4, not {value!r}") from None
+    return k, n
+
+
+def _optional_int(value: str) -> int | None:
+    return None if value.lower() in ("none", "null", "") else int(value)
+
+
+def _optional_str(value: str) -> str | None:
+    return None if value.lower() in ("none", "null", "") else value
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add every sub-command, each with its arguments and the handler it runs, to ``sat``'s sub-parsers."""
+
+    def command(
+        name: str, func: Callable[[argparse.Namespace], None], help: str, *paths: str
+    ) -> argparse.ArgumentParser:
+        """A subcommand; ``paths`` are its positional file arguments, in order."""
+        s = sub.add_parser(name, help=help, description=help)
+        s.set_defaults(func=func)
+        for path in paths:
+            s.add_argument(path)
+        return s
+
+    s = command("demo", run_demo, "generate the offline demo dataset (images, Karpathy JSON, object boxes)", "out")
+    s.add_argument("--train", type=int, required=True)
+    s.add_argument("--val", type=int, required=True)
+    s.add_argument("--test", type=int, required=True)
+    s.add_argument("--image-size", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+
+    s = command("fetch", run_fetch, "download (resumably) or link an archive, verifying its md5")
+    s.add_argument("source", type=_optional_str, help="http(s):// or file:// URL, or a local path")
+    s.add_argument("dest")
+    s.add_argument("--md5", type=_optional_str, default=None)
+    s.add_argument("--retries", type=int, default=5)
+
+    s = command("extract", run_extract, "extract a zip or tar archive into a folder, atomically", "archive", "dest")
+
+    s = command(
+        "prepare",
+        run_prepare,
+        "captions JSON + images -> captions.csv and images.csv",
+        "captions_json",
+        "captions_csv",
+        "images_csv",
+    )
+    s.add_argument("--image-dirs", nargs="+", required=True)
+    s.add_argument("--tokenizer", default="words")
+    s.add_argument("--restval", default="train", choices=["train", "drop"])
+    s.add_argument("--bad-images", default="error", choices=["error", "skip"])
+    s.add_argument("--threads", type=int, default=2)
+
+    s = command(
+        "vocab",
+        run_vocab,
+        "captions.csv -> vocab.csv (most frequent train words + specials)",
+        "captions_csv",
+        "vocab_csv",
+    )
+    s.add_argument("--size", type=int, default=10000)
+
+    s = command(
+        "encode",
+        run_encode,
+        "captions.csv + vocab.csv -> captions.h5 (token ids)",
+        "captions_csv",
+        "vocab_csv",
+        "captions_h5",
+    )
+    s.add_argument("--max-length", type=_optional_int, default=None)
+
+    s = command(
+        "lengths",
+        run_lengths,
+        "captions.h5 -> lengths.json (train caption length -> caption indices)",
+        "captions_h5",
+        "lengths_json",
+    )
+
+    s = command("features", run_features, "images.csv -> CNN annotation vectors in HDF5", "images_csv", "out")
+    s.add_argument("--encoder", required=True)
+    s.add_argument("--layer", type=_optional_str, default=None)
+    s.add_argument("--image-size", type=int, default=224)
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--device", default="auto")
+    s.add_argument(
+        "--random-weights", dest="pretrained", action="store_false", help="random encoder weights (tests only)"
+    )
+    s.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
+    s.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="K/N",
+        help="encode only the K-th of N equal ranges of images (separate jobs; then merge-features)",
+    )
+
+    s = command(
+        "merge-features",
+        run_merge_features,
+        "merge complete feature shards into one features file",
+        "images_csv",
+        "out",
+    )
+    s.add_argument("shards", nargs="+")
+
+    s = command(
+        "train",
+        run_train,
+        "train a soft or hard attention captioner; resumes from its checkpoint",
+        "captions_h5",
+        "vocab_csv",
+        "captions_csv",
+        "lengths_json",
+        "features_h5",
+    )
+    s.add_argument("--settings", required=True, help="training settings as a JSON object (config key `train`)")
+    s.add_argument("--model", required=True, help="output: the selected model (.pt)")
+    s.add_argument("--log-csv", required=True, help="output: one row per epoch")
+    s.add_argument("--curves", required=True, help="output: learning curves (.png)")
+    s.add_argument("--checkpoint", required=True, help="where to keep the resumable state (not an output)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=None, help="CPU threads, shared among the processes")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
+    s.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="data-parallel training processes (one per GPU; gloo on the CPU): >1 relaunches under torchrun",
+    )
+
+    s = command(
+        "decode",
+        run_decode,
+        "caption a split's images by batched beam search: COCO results JSON + attention",
+        "model",
+        "features_h5",
+        "images_csv",
+        "results_json",
+        "attention_h5",
+    )
+    s.add_argument("--split", default="test")
+    s.add_argument("--beam-size", type=int, default=3)
+    s.add_argument("--max-length", type=int, default=30)
+    s.add_argument("--length-penalty", type=float, default=0.0)
+    s.add_argument("--batch-size", type=int, default=100)
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--device", default="auto")
+
+    s = command(
+        "evaluate",
+        run_evaluate,
+        "score a COCO results JSON: BLEU-1..4, METEOR, ROUGE-L, CIDEr, paper BLEU",
+        "results_json",
+        "captions_csv",
+        "metrics_csv",
+    )
+    s.add_argument("--split", default="test")
+
+    s = command(
+        "figures",
+        run_figures,
+        "attention figures (one panel per word) of a decoded split's first images",
+        "attention_h5",
+        "images_csv",
+        "out_dir",
+    )
+    s.add_argument("--count", type=int, default=4)
+
+    s = command(
+        "grounding",
+        run_grounding,
+        "demo set: naming accuracy and pointing game from the object boxes",
+        "attention_h5",
+        "objects_json",
+        "out_csv",
+    )
+
+    s = command(
+        "table1", run_table1, "the paper's Table 1 beside ours, as CSV and Markdown (printed)", "out_csv", "out_md"
+    )
+    s.add_argument(
+        "--row",
+        nargs=6,
+        action="append",
+        required=True,
+        metavar=("DATASET", "MODEL", "METRICS_CSV", "ATTENTION_H5", "TRAIN_LOG_CSV", "GROUNDING_CSV"),
+        help="one per row; GROUNDING_CSV is - where there is none",
+    )
+
+    s = command("caption", run_caption, "caption your own image files or folders with a trained model.pt")
+    s.add_argument("model", help="a model.pt written by the train stage")
+    s.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    s.add_argument("--figures", help="folder to write each image's attention figure to")
+    s.add_argument("--beam-size", type=int, default=3)
+    s.add_argument("--max-length", type=int, default=30)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--device", default="auto")

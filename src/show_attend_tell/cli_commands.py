@@ -1,0 +1,188 @@
+"""What each ``sat`` sub-command runs: a thin wrapper handing its parsed arguments to a package function.
+
+Each imports its stage only when called, so building the parser (``sat --help``) loads neither
+torch nor pandas; ``cli_arguments`` binds each wrapper to its sub-command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .errors import SatError
+
+
+def run_demo(a: argparse.Namespace) -> None:
+    from .demo import generate
+
+    generate(a.out, a.train, a.val, a.test, image_size=a.image_size, seed=a.seed, progress=a.progress)
+
+
+def run_fetch(a: argparse.Namespace) -> None:
+    from .download import fetch
+
+    fetch(a.source, a.dest, a.md5, retries=a.retries, progress=a.progress)
+
+
+def run_extract(a: argparse.Namespace) -> None:
+    from .download import unpack
+
+    unpack(a.archive, a.dest, progress=a.progress)
+
+
+def run_prepare(a: argparse.Namespace) -> None:
+    from .prepare import prepare
+
+    prepare(
+        a.captions_json,
+        a.image_dirs,
+        a.captions_csv,
+        a.images_csv,
+        tokenizer=a.tokenizer,
+        restval=a.restval,
+        bad_images=a.bad_images,
+        threads=a.threads,
+        progress=a.progress,
+    )
+
+
+def run_vocab(a: argparse.Namespace) -> None:
+    from .text import build_vocab
+
+    build_vocab(a.captions_csv, a.vocab_csv, a.size)
+
+
+def run_encode(a: argparse.Namespace) -> None:
+    from .text import encode
+
+    encode(a.captions_csv, a.vocab_csv, a.captions_h5, a.max_length)
+
+
+def run_lengths(a: argparse.Namespace) -> None:
+    from .text import length_dictionary
+
+    length_dictionary(a.captions_h5, a.lengths_json)
+
+
+def run_features(a: argparse.Namespace) -> None:
+    from .features import extract
+
+    extract(
+        a.images_csv,
+        a.out,
+        encoder=a.encoder,
+        layer=a.layer,
+        image_size=a.image_size,
+        batch_size=a.batch_size,
+        workers=a.workers,
+        threads=a.threads,
+        device=a.device,
+        pretrained=a.pretrained,
+        progress=a.progress,
+        shard=a.shard,
+        declared_gpus=a.gpus,
+    )
+
+
+def run_merge_features(a: argparse.Namespace) -> None:
+    from .features import merge_shards
+
+    merge_shards(a.images_csv, a.shards, a.out)
+
+
+def run_train(a: argparse.Namespace) -> None:
+    from .distributed import exec_torchrun, launched_by_torchrun
+    from .settings import Settings
+    from .train import train
+
+    if a.processes > 1 and not launched_by_torchrun():
+        exec_torchrun(a.processes, a.argv, a.threads)
+    train(
+        a.captions_h5,
+        a.vocab_csv,
+        a.captions_csv,
+        a.lengths_json,
+        a.features_h5,
+        model_out=a.model,
+        log_csv=a.log_csv,
+        curves_png=a.curves,
+        checkpoint=a.checkpoint,
+        settings=Settings.from_config(_json_argument(a.settings, "--settings")),
+        seed=a.seed,
+        device=a.device,
+        declared_gpus=a.gpus,
+        threads=a.threads,
+        progress=a.progress,
+    )
+
+
+def run_decode(a: argparse.Namespace) -> None:
+    from .decode import caption_split
+
+    caption_split(
+        a.model,
+        a.features_h5,
+        a.images_csv,
+        a.split,
+        a.results_json,
+        a.attention_h5,
+        beam_size=a.beam_size,
+        max_length=a.max_length,
+        length_penalty=a.length_penalty,
+        batch_size=a.batch_size,
+        device=a.device,
+        threads=a.threads,
+        progress=a.progress,
+    )
+
+
+def run_evaluate(a: argparse.Namespace) -> None:
+    from .metrics import evaluate
+
+    evaluate(a.results_json, a.captions_csv, a.split, a.metrics_csv)
+
+
+def run_figures(a: argparse.Namespace) -> None:
+    from .figures import split_figures
+
+    split_figures(a.attention_h5, a.images_csv, a.out_dir, a.count)
+
+
+def run_grounding(a: argparse.Namespace) -> None:
+    from .grounding import score_split
+
+    score_split(a.attention_h5, a.objects_json, a.out_csv)
+
+
+def run_table1(a: argparse.Namespace) -> None:
+    from .report import markdown, row, table1
+
+    rows = [
+        row(ds, model, metrics, attention, train_log, None if grounding == "-" else grounding)
+        for ds, model, metrics, attention, train_log, grounding in a.row
+    ]
+    print(markdown(table1(rows, a.out_csv, a.out_md)))
+
+
+def run_caption(a: argparse.Namespace) -> int:
+    from .caption import caption_images, format_results
+
+    results = caption_images(
+        a.model,
+        a.inputs,
+        beam_size=a.beam_size,
+        max_length=a.max_length,
+        figures_dir=a.figures,
+        batch_size=a.batch_size,
+        device=a.device,
+    )
+    print(format_results(results))
+    return 2 if any(r.error for r in results) else 0
+
+
+def _json_argument(text: str, option: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SatError(f"{option} is not valid JSON ({e}): {text!r:.200}") from e
