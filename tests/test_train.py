@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from show_attend_tell import data, features, minibatch, text, train, validation
+from show_attend_tell import data, features, minibatch, text, train, validation, weight_average
 from show_attend_tell.distributed import World
 from show_attend_tell.errors import SatError
 from show_attend_tell.model import load_model
@@ -120,14 +120,14 @@ def test_same_seed_same_model_other_seed_other_model(stages, tmp_path):
 def test_a_moving_average_of_the_weights_is_what_is_validated_and_saved(stages, tmp_path, monkeypatch):
     """With ema_decay the saved weights are the average over steps, not the last step's."""
     last = {}
-    update = train._update_average
+    update = weight_average.update
 
     def keep_last(state, model, decay):
         update(state, model, decay)
         last.update({k: p.detach().clone() for k, p in model.named_parameters()})
         last["average"] = {k: v.clone() for k, v in state.average.items()}
 
-    monkeypatch.setattr(train, "_update_average", keep_last)
+    monkeypatch.setattr(weight_average, "update", keep_last)
     run(stages, tmp_path, max_epochs=1, ema_decay=0.9)
     model, _ = load_model(tmp_path / "model.pt")
     saved = dict(model.named_parameters())

@@ -15,23 +15,20 @@ checkpoint holds no trace of how many there were and may be continued by any num
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
-import signal
-import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from . import checkpoint, heap, objectives, precision, validation
+from . import checkpoint, epoch_log, heap, precision, training_precision, validation, weight_average
 from .atomic import atomic_output, remove
 from .checkpoint import Progress
 from .data import FEATURE_KEYS, Captions, Features, length_batches, read_encoded, read_length_dictionary
@@ -42,49 +39,11 @@ from .minibatch import backward, seed_step
 from .model import Captioner, save_model
 from .progress import progress_bar
 from .settings import Settings
+from .stopping import StopRequested
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = (
-    "epoch",
-    "steps",
-    "words",
-    "nll_per_caption",
-    "nll_per_word",
-    "attention_reg",
-    "entropy",
-    "entropy_per_word",
-    "baseline",
-    "val_nll_per_word",
-    "val_bleu4",
-    "val_cider",
-    "best",
-    "learning_rate",
-    "tokens_per_s",
-    "train_seconds",
-    "val_seconds",
-    "device",
-    "precision",
-)
-
-
-class StopRequested:
-    """Turns SIGTERM and SIGINT into a flag checked between batches, so a checkpoint is never torn."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[StopRequested]:
-        def handler(signum: int, frame: object) -> None:
-            self.signal = signum
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield self
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
+LOG_COLUMNS = epoch_log.COLUMNS
 
 
 def _make_optimizer(settings: Settings, params: Iterator[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -144,19 +103,8 @@ def train(
     """
     world = join(device, declared_gpus)
     try:
-        run = _start(
-            captions_h5,
-            vocab_csv,
-            captions_csv,
-            lengths_json,
-            features_h5,
-            Path(checkpoint),
-            settings,
-            seed,
-            world,
-            threads,
-            progress and world.main,
-        )
+        files = Inputs(captions_h5, vocab_csv, captions_csv, lengths_json, features_h5)
+        run = _start(files, settings, seed, world, Path(checkpoint), threads=threads, progress=progress and world.main)
         state = _fit(run)
         table = pd.DataFrame(state.rows, columns=list(LOG_COLUMNS))
         if world.main:
@@ -171,16 +119,23 @@ def train(
         leave(world)
 
 
+class Inputs(NamedTuple):
+    """The files a training job reads: the encode, vocab, prepare, lengths and features stages' outputs."""
+
+    captions_h5: str | Path
+    vocab_csv: str | Path
+    captions_csv: str | Path
+    lengths_json: str | Path
+    features_h5: str | Path
+
+
 def _start(
-    captions_h5: str | Path,
-    vocab_csv: str | Path,
-    captions_csv: str | Path,
-    lengths_json: str | Path,
-    features_h5: str | Path,
-    checkpoint_path: Path,
+    files: Inputs,
     settings: Settings,
     seed: int,
     world: World,
+    checkpoint_path: Path,
+    *,
     threads: int | None,
     progress: bool,
 ) -> Run:
@@ -189,20 +144,20 @@ def _start(
         torch.set_num_threads(max(1, threads // world.local_size))
     if world.device.type == "cpu":
         heap.keep_freed_memory()
-    captions = read_encoded(captions_h5, vocab_csv)
+    captions = read_encoded(files.captions_h5, files.vocab_csv)
     # Every process holds its own copy: the node's budget is shared. Read per batch, the file's pages
     # are cached once by the OS for all of them.
-    features = Features(features_h5, settings.features_memory_gb / world.local_size)
+    features = Features(files.features_h5, settings.features_memory_gb / world.local_size)
     features.check_images(captions)
-    by_length = read_length_dictionary(lengths_json)
-    val = validation.validation_set(captions, captions_csv, settings.val_images)
+    by_length = read_length_dictionary(files.lengths_json)
+    val = validation.validation_set(captions, files.captions_csv, settings.val_images)
 
     torch.manual_seed(seed)
     config = settings.model_config(len(captions.vocab), features.num_locations, features.feature_dim)
     model = Captioner(config).to(world.device)
     optimizer = _make_optimizer(settings, model.parameters())
     fp = checkpoint.fingerprint(vars(settings), seed, features, captions)
-    chosen = _choose_precision(settings, model, by_length, world.device)
+    chosen = training_precision.choose(settings, model, by_length, world.device)
     log.info(
         "%s attention captioner, %.1fM parameters, on %s%s in %s; features %s (L=%d, D=%d)",
         settings.attention,
@@ -232,51 +187,6 @@ def _start(
     )
 
 
-def _probe_step(model: Captioner, batch: tuple[torch.Tensor, ...], device: torch.device, precision_name: str) -> float:
-    """Seconds of a forward and backward pass of ``model`` (a throwaway copy) on ``batch`` in ``precision_name``."""
-    features, tokens, mask = batch
-    t0 = time.perf_counter()
-    with precision.autocast(device, precision_name):
-        out = model(features, tokens[:, :-1])
-    objectives.soft_objective(out, tokens[:, 1:], mask, 1.0).loss.backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
-
-
-def _choose_precision(
-    settings: Settings, model: Captioner, by_length: dict[int, np.ndarray], device: torch.device
-) -> str:
-    """``settings.precision``, or for auto what a probe of a training step on a random batch finds faster.
-
-    The probe (built only if ``precision.choose`` times anything) runs a copy of the model on a batch of the
-    median train caption length, after one warm-up pass in each precision; the global random state is left
-    as it was, so probing changes no result.
-    """
-    c = model.config
-    length = int(statistics.median_low(np.repeat(list(by_length), [len(v) for v in by_length.values()])))
-    workload = (
-        f"train {c.attention} L={c.num_locations} D={c.feature_dim} m={c.embed_dim} n={c.hidden_dim} "
-        f"a={c.attention_dim} V={c.vocab_size} batch={settings.batch_size} words={length}"
-    )
-    ready: dict[str, Any] = {}
-
-    def probe(name: str) -> float:
-        if not ready:
-            ready["model"] = copy.deepcopy(model).train()
-            ready["batch"] = (
-                torch.randn(settings.batch_size, c.num_locations, c.feature_dim, device=device),
-                torch.randint(0, c.vocab_size, (settings.batch_size, length + 2), device=device),
-                torch.ones(settings.batch_size, length + 1, device=device),
-            )
-        if name not in ready:  # the first pass in each precision warms up
-            ready[name] = _probe_step(ready["model"], ready["batch"], device, name)
-        return _probe_step(ready["model"], ready["batch"], device, name)
-
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return precision.choose(settings.precision, device, probe, workload)
-
-
 def _fit(run: Run) -> Progress:
     """Epochs until ``max_epochs`` or patience runs out, from the checkpoint when there is one."""
     s = run.settings
@@ -291,9 +201,8 @@ def _fit(run: Run) -> Progress:
         while state.epoch < s.max_epochs and not _patience_spent(state, s):
             if _train_epoch(run, state, stop):
                 checkpoint.save(run.checkpoint, run.fingerprint, run.model, run.optimizer, state, run.world)
-                name = signal.Signals(stop.signal).name if stop.signal is not None else "a signal to another process"
                 raise SatError(
-                    f"stopped by {name} in epoch {state.epoch + 1}; "
+                    f"stopped by {stop.describe()} in epoch {state.epoch + 1}; "
                     f"checkpoint saved to {run.checkpoint}: run again to continue"
                 )
             _end_epoch(run, state)
@@ -360,7 +269,7 @@ def _train_epoch(run: Run, state: Progress, stop: StopRequested) -> bool:
                 torch.nn.utils.clip_grad_norm_(run.net.parameters(), s.clip_norm)
             run.optimizer.step()
             if s.ema_decay:
-                _update_average(state, run.model, s.ema_decay)
+                weight_average.update(state, run.model, s.ema_decay)
             if s.attention == "hard":
                 d, mean = s.baseline_decay, step.log_likelihood / step.words
                 state.baseline = mean if state.baseline is None else d * state.baseline + (1 - d) * mean
@@ -382,43 +291,11 @@ def _train_epoch(run: Run, state: Progress, stop: StopRequested) -> bool:
     return False
 
 
-def _update_average(state: Progress, model: Captioner, decay: float) -> None:
-    """The exponential moving average of the weights, with a warm-up so early steps are not overweighted.
-
-    Validation and the saved model use the average: smoother than the last step's weights, and on small
-    data sets usually better (``ema_decay``; 0 turns it off).
-    """
-    params = dict(model.named_parameters())
-    if state.average is None:
-        state.average = {k: p.detach().clone() for k, p in params.items()}
-    state.average_steps += 1
-    d = min(decay, (1 + state.average_steps) / (10 + state.average_steps))
-    torch._foreach_lerp_(list(state.average.values()), [params[k].detach() for k in state.average], 1 - d)
-
-
-@contextlib.contextmanager
-def _averaged(model: Captioner, average: dict[str, torch.Tensor] | None) -> Iterator[None]:
-    """``model`` holds the averaged weights meanwhile (its own when there is no average), then its own again."""
-    if average is None:
-        yield
-        return
-    params = dict(model.named_parameters())
-    own = {k: p.detach().clone() for k, p in params.items()}
-    with torch.no_grad():
-        for k, v in average.items():
-            params[k].copy_(v)
-        try:
-            yield
-        finally:
-            for k, v in own.items():
-                params[k].copy_(v)
-
-
 def _end_epoch(run: Run, state: Progress) -> None:
     """Measure the epoch on validation, keep the best weights, append the log row, move to the next epoch."""
     s = run.settings
     t0 = time.perf_counter()
-    with run.autocast(), _averaged(run.model, state.average):
+    with run.autocast(), weight_average.averaged(run.model, state.average):
         measured = validation.measure(
             run.model,
             run.captions,
@@ -434,44 +311,17 @@ def _end_epoch(run: Run, state: Progress) -> None:
         if best:
             state.best_score, state.best_epoch = score, state.epoch
             state.best_state = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
-    sums = state.sums
-    state.rows.append(
-        {
-            "epoch": state.epoch + 1,
-            "steps": state.step,
-            "words": int(sums["words"]),
-            "nll_per_caption": sums["nll"] / sums["captions"],
-            "nll_per_word": sums["nll"] / sums["words"],
-            "attention_reg": sums["reg"] / sums["captions"],
-            "entropy": sums["entropy"] / sums["captions"],
-            "entropy_per_word": sums["entropy"] / sums["words"],
-            "baseline": state.baseline if s.attention == "hard" else float("nan"),
-            "val_nll_per_word": measured["nll_per_word"],
-            "val_bleu4": measured["bleu4"],
-            "val_cider": measured["cider"],
-            "best": best,
-            "learning_rate": s.learning_rate * s.lr_decay**state.epoch,
-            "tokens_per_s": sums["words"] / sums["seconds"],
-            "train_seconds": sums["seconds"],
-            "val_seconds": time.perf_counter() - t0,
-            "device": run.world.device.type,
-            "precision": run.precision,
-        }
+    row = epoch_log.epoch_row(
+        state,
+        s,
+        measured,
+        best=best,
+        val_seconds=time.perf_counter() - t0,
+        device=run.world.device.type,
+        precision=run.precision,
     )
-    row = state.rows[-1]
-    log.info(
-        "epoch %d: %.3f nats/word (validation %.3f), attention penalty %.2f, entropy %.2f nats/word, "
-        "validation BLEU-4 %.4f, CIDEr %.4f%s, %.0f tokens/s",
-        row["epoch"],
-        row["nll_per_word"],
-        row["val_nll_per_word"],
-        row["attention_reg"],
-        row["entropy_per_word"],
-        row["val_bleu4"],
-        row["val_cider"],
-        " (best)" if best else "",
-        row["tokens_per_s"],
-    )
+    state.rows.append(row)
+    epoch_log.report(row)
     state.epoch, state.step, state.sums = state.epoch + 1, 0, {}
 
 
