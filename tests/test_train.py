@@ -148,16 +148,24 @@ def sigterm_at_batch(monkeypatch, batch):
     monkeypatch.setattr(train, "backward", step_then_signal)
 
 
-@pytest.mark.parametrize(("attention", "ema_decay"), [("soft", 0.0), ("hard", 0.0), ("soft", 0.9)])
-def test_a_job_stopped_by_sigterm_resumes_to_the_same_model(stages, tmp_path, monkeypatch, attention, ema_decay):
-    run(stages, tmp_path / "clean", attention=attention, ema_decay=ema_decay)
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"attention": "soft"},
+        {"attention": "hard"},
+        {"attention": "hard", "baseline": "expected_context"},
+        {"attention": "soft", "ema_decay": 0.9},
+    ],
+)
+def test_a_job_stopped_by_sigterm_resumes_to_the_same_model(stages, tmp_path, monkeypatch, changes):
+    run(stages, tmp_path / "clean", **changes)
     out = tmp_path / "resumed"
     with monkeypatch.context() as m:
         sigterm_at_batch(m, 3)
         with pytest.raises(SatError, match="stopped by SIGTERM in epoch 1; checkpoint saved"):
-            run(stages, out, attention=attention, ema_decay=ema_decay)
+            run(stages, out, **changes)
     assert (out / "checkpoint.pt").exists() and not (out / "model.pt").exists()
-    run(stages, out, attention=attention, ema_decay=ema_decay)
+    run(stages, out, **changes)
     assert (out / "model.pt").read_bytes() == (tmp_path / "clean" / "model.pt").read_bytes()
     logs = [pd.read_csv(d / "train_log.csv").drop(columns=TIMING) for d in (out, tmp_path / "clean")]
     pd.testing.assert_frame_equal(*logs)

@@ -62,7 +62,8 @@ def backward(
         out = net(feats, inputs, sample_rows=sample_rows)
     real = float(weight > 0)  # 0: this process only joins the reduction
     if hard:
-        if baseline is None:
+        expected = _expected_log_likelihood(net, feats, inputs, targets, mask, precision_name, settings)
+        if baseline is None and expected is None:
             ll = objectives.word_log_likelihood(out.logits, targets, mask)
             total, count = world.sum([float(ll.detach().sum()) * real, float(mask.sum()) * real])
             baseline = total / count
@@ -74,6 +75,7 @@ def backward(
             lambda_r=settings.lambda_r,
             lambda_e=settings.lambda_e,
             alpha_c=settings.alpha_c,
+            expected=expected,
         )
     else:
         terms = objectives.soft_objective(out, targets, mask, settings.alpha_c)
@@ -93,3 +95,29 @@ def backward(
     if math.isfinite(loss):
         (terms.loss * weight).backward()
     return BatchSums(loss, nll, attention, entropy, ll_sum, int(n_all), int(words), stops > 0)
+
+
+def _expected_log_likelihood(
+    net: torch.nn.Module,
+    feats: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    precision_name: str,
+    settings: Settings,
+) -> torch.Tensor | None:
+    """Hard attention's ``expected_context`` baseline: log p(y | a) of each caption with the expected context.
+
+    One forward pass without gradients (and without dropout, so it draws no random numbers: the step's
+    randomness stays what it was); None for the ``moving_average`` baseline.
+    """
+    if settings.baseline != "expected_context":
+        return None
+    model = getattr(net, "module", net)  # DDP's own forward would expect a backward pass
+    model.eval()
+    try:
+        with torch.no_grad(), precision.autocast(feats.device, precision_name):
+            out = model(feats, inputs)
+            return objectives.word_log_likelihood(out.logits, targets, mask)
+    finally:
+        model.train()

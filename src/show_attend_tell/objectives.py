@@ -51,6 +51,14 @@ def location_log_probability(alphas: torch.Tensor, picked: torch.Tensor, mask: t
     return (torch.log(chosen.clamp_min(1e-12)) * (mask * sampled)).sum(1)
 
 
+def leave_one_out(gain: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``gain`` less the mean of the other ``rows`` (B,) (bool); 0 outside ``rows`` and where a row is alone."""
+    n = rows.sum()
+    total = (gain * rows).sum()
+    others = (total - gain) / (n - 1).clamp(min=1)
+    return torch.where(rows & (n > 1), gain - others, torch.zeros_like(gain))
+
+
 def soft_objective(out: Teacher, targets: torch.Tensor, mask: torch.Tensor, alpha_c: float) -> Terms:
     """L_d = -log p(y | a) + lambda sum_i (1 - sum_t alpha_ti)^2 (eq. 14)."""
     ll = word_log_likelihood(out.logits, targets, mask)
@@ -70,6 +78,7 @@ def hard_objective(
     lambda_r: float,
     lambda_e: float,
     alpha_c: float = 0.0,
+    expected: torch.Tensor | None = None,
 ) -> Terms:
     """A surrogate whose gradient is the eq. 12 learning rule, averaged over the batch's N captions:
 
@@ -80,13 +89,21 @@ def hard_objective(
     reward every caption of a short batch and punish every one of a long batch for its length alone.
     The REINFORCE term applies to the captions whose locations were sampled; captions that used the
     expected context (the paper's 0.5-probability trick) get the exact gradient through alpha instead.
+
+    ``expected`` (B,), when given, is each caption's log p(y | a) under the expected context (no sampling):
+    a control variate of the caption itself, so its difficulty cancels from the reward, which becomes how
+    much better the sampled locations did than the expectation, less the mean of that over the batch's
+    other sampled captions (leave-one-out, which keeps the gradient unbiased). ``baseline`` is then unused.
     """
     ll = word_log_likelihood(out.logits, targets, mask)
     entropy = attention_entropy(out.alphas, mask)
     penalty = doubly_stochastic(out.alphas, mask)
     score = location_log_probability(out.alphas, out.picked, mask)
     words = mask.sum(1)
-    per_word = ll.detach().sum() / words.sum() if baseline is None else baseline
-    reward = ll.detach() - per_word * words
+    if expected is None:
+        per_word = ll.detach().sum() / words.sum() if baseline is None else baseline
+        reward = ll.detach() - per_word * words
+    else:
+        reward = leave_one_out(ll.detach() - expected, out.picked.ge(0).any(1))
     surrogate = ll + lambda_r * reward * score + lambda_e * entropy - alpha_c * penalty
     return Terms(-surrogate.mean(), -ll.mean().detach(), penalty.mean().detach(), ll.detach(), entropy.mean().detach())

@@ -32,6 +32,7 @@ class Settings:
     lambda_r: float = 1.0  # hard attention: weight of the REINFORCE term (eq. 12)
     lambda_e: float = 0.002  # hard attention: weight of the entropy bonus
     semi_sampling_p: float = 0.5  # hard attention: probability an image uses the expected context
+    baseline: str = "moving_average"  # hard attention: moving_average (the paper's) or expected_context
     baseline_decay: float = 0.9  # hard attention: b <- decay * b + (1 - decay) * log p(y | s, a) per word
     max_decode_length: int = 30
     val_beam_size: int = 1  # beam size of the validation decoding (1: greedy)
