@@ -23,6 +23,7 @@ from PIL import Image
 
 from show_attend_tell import encoders, features
 from show_attend_tell.devices import resolve_device
+from show_attend_tell.images import COLUMNS
 
 
 def make_images(folder: Path, n: int, size: tuple[int, int], seed: int) -> list[Path]:
@@ -48,7 +49,7 @@ def make_images(folder: Path, n: int, size: tuple[int, int], seed: int) -> list[
 def write_csv(path: Path, images: list[Path]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(features.COLUMNS)
+        writer.writerow(COLUMNS)
         for i, image in enumerate(images):
             writer.writerow([i, i, "train", image.name, str(image)])
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import FLICKR8K_SAMPLE
 
-from show_attend_tell.download import fetch, md5sum, unpack
+from show_attend_tell.download import fetch, md5sum
 from show_attend_tell.errors import SatError
+from show_attend_tell.unpack import unpack
 
 FAST = {"backoff": 0.01, "timeout": 10.0, "progress": False}
 MEMBERS = {"a.txt": b"alpha\n", "sub/b.txt": b"bravo\n" * 100, "sub/deep/c.bin": os.urandom(200_000)}
@@ -378,7 +379,7 @@ def test_md5sum_streams_a_file(tmp_path):
     assert md5sum(tmp_path / "f") == md5(data)
 
 
-# --- extract -----------------------------------------------------------------------------------------------
+# --- unpack ------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from PIL import Image
 
 from show_attend_tell import encoders
 from show_attend_tell.errors import SatError
-from show_attend_tell.features import preprocess
+from show_attend_tell.images import preprocess
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from show_attend_tell import __version__, encoders, features
+from show_attend_tell import __version__, encoders, features, images
 from show_attend_tell.atomic import partial_path
 from show_attend_tell.devices import resolve_device
 from show_attend_tell.errors import SatError
@@ -40,7 +40,7 @@ def write_images(folder: Path, sizes=SIZES, ids=IDS) -> Path:
     path = folder / "images.csv"
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(features.COLUMNS)
+        writer.writerow(images.COLUMNS)
         writer.writerows(rows)
     return path
 
@@ -56,10 +56,10 @@ def run(images_csv: Path, out: Path, **kwargs) -> Path:
 
 
 class CountingLoads:
-    """Replaces ``features.load_image``: counts the images read, and fails at the ``fail_at``-th to simulate a kill."""
+    """Replaces ``images.load_image``: counts the images read, and fails at the ``fail_at``-th to simulate a kill."""
 
     def __init__(self, fail_at: int | None = None) -> None:
-        self.calls, self.fail_at, self.load = 0, fail_at, features.load_image
+        self.calls, self.fail_at, self.load = 0, fail_at, images.load_image
 
     def __call__(self, path, image_size):
         self.calls += 1
@@ -85,7 +85,7 @@ def assert_same_contents(a: Path, b: Path) -> None:
 def test_preprocess_is_resize_shorter_side_then_centre_crop():
     rng = np.random.default_rng(1)
     photo = Image.fromarray((rng.random((90, 130, 3)) * 255).astype(np.uint8))
-    out = features.preprocess(photo, 64)
+    out = images.preprocess(photo, 64)
     assert out.dtype == torch.uint8 and out.shape == (3, 64, 64)
     r = encoders.resize_shorter(64)
     resized = photo.resize((round(130 * r / 90), r), Image.Resampling.BILINEAR)
@@ -98,21 +98,21 @@ def test_big_jpegs_are_decoded_at_reduced_scale_without_changing_the_picture(tmp
     rng = np.random.default_rng(2)
     coarse = (rng.random((20, 25, 3)) * 255).astype(np.uint8)
     Image.fromarray(coarse).resize((1000, 800), Image.Resampling.BICUBIC).save(tmp_path / "big.jpg", quality=95)
-    drafted = features.load_image(tmp_path / "big.jpg", 64).numpy().astype(int)
+    drafted = images.load_image(tmp_path / "big.jpg", 64).numpy().astype(int)
     with Image.open(tmp_path / "big.jpg") as full:
-        exact = features.preprocess(full.convert("RGB"), 64).numpy().astype(int)
+        exact = images.preprocess(full.convert("RGB"), 64).numpy().astype(int)
     assert np.abs(drafted - exact).mean() < 2
 
 
 def test_unreadable_image_is_a_sat_error(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"not a picture")
     with pytest.raises(SatError, match="cannot read image .*bad.jpg"):
-        features.load_image(tmp_path / "bad.jpg", 64)
+        images.load_image(tmp_path / "bad.jpg", 64)
 
 
 def test_an_image_too_large_to_decode_safely_is_a_sat_error(decompression_bomb):
     with pytest.raises(SatError, match="cannot read image .*bomb.png: .*decompression bomb"):
-        features.load_image(decompression_bomb, 64)
+        images.load_image(decompression_bomb, 64)
 
 
 def test_layout_ids_and_attributes(images_csv, tmp_path):
@@ -143,7 +143,7 @@ def test_values_equal_a_direct_forward_pass(images_csv, tmp_path):
     model = encoders.build(ENCODER, "blocks.6")
     with open(images_csv, newline="") as f:
         paths = [row["path"] for row in csv.DictReader(f)]
-    batch = torch.stack([features.load_image(p, SIZE) for p in paths])
+    batch = torch.stack([images.load_image(p, SIZE) for p in paths])
     with torch.inference_mode():
         expected = model(encoders.normalize(batch, ENCODER)).flatten(2).transpose(1, 2)
     with h5py.File(out, "r") as f:
@@ -167,7 +167,7 @@ def test_runs_are_byte_identical_with_or_without_worker_processes(images_csv, tm
 def test_interrupted_run_resumes_where_it_stopped(images_csv, tmp_path, monkeypatch, caplog):
     clean = run(images_csv, tmp_path / "clean.h5")
     out = tmp_path / "features.h5"
-    monkeypatch.setattr(features, "load_image", CountingLoads(fail_at=6))  # dies in the 3rd batch of 2
+    monkeypatch.setattr(images, "load_image", CountingLoads(fail_at=6))  # dies in the 3rd batch of 2
     with pytest.raises(KeyboardInterrupt):
         run(images_csv, out)
     assert not out.exists()
@@ -175,7 +175,7 @@ def test_interrupted_run_resumes_where_it_stopped(images_csv, tmp_path, monkeypa
         assert f.attrs["n_done"] == 4
 
     loads = CountingLoads()
-    monkeypatch.setattr(features, "load_image", loads)
+    monkeypatch.setattr(images, "load_image", loads)
     with caplog.at_level(logging.INFO, logger=features.__name__):
         run(images_csv, out)
     assert loads.calls == len(IDS) - 4
@@ -186,14 +186,14 @@ def test_interrupted_run_resumes_where_it_stopped(images_csv, tmp_path, monkeypa
 
 KILLED_RUN = """
 import os, signal, sys
-from show_attend_tell import features
-load, calls = features.load_image, []
+from show_attend_tell import features, images
+load, calls = images.load_image, []
 def load_then_die(path, image_size):
     calls.append(path)
     if len(calls) == 6:
         os.kill(os.getpid(), signal.SIGKILL)
     return load(path, image_size)
-features.load_image = load_then_die
+images.load_image = load_then_die
 features.extract(sys.argv[1], sys.argv[2], encoder="{ENCODER}", layer="{LAYER}", image_size={SIZE},
                  batch_size=2, workers=0, progress=False)
 """
@@ -211,11 +211,11 @@ def test_hard_killed_run_resumes(images_csv, tmp_path):
 
 def test_partial_from_other_settings_is_discarded(images_csv, tmp_path, monkeypatch, caplog):
     out = tmp_path / "features.h5"
-    monkeypatch.setattr(features, "load_image", CountingLoads(fail_at=4))
+    monkeypatch.setattr(images, "load_image", CountingLoads(fail_at=4))
     with pytest.raises(KeyboardInterrupt):
         run(images_csv, out, image_size=72)
     loads = CountingLoads()
-    monkeypatch.setattr(features, "load_image", loads)
+    monkeypatch.setattr(images, "load_image", loads)
     with caplog.at_level(logging.INFO, logger=features.__name__):
         run(images_csv, out)
     assert loads.calls == len(IDS)
@@ -256,13 +256,13 @@ def test_images_csv_must_list_indices_in_order(tmp_path):
     path = tmp_path / "images.csv"
     path.write_text("image_index,image_id,split,file,path\n1,5,train,a.jpg,a.jpg\n")
     with pytest.raises(SatError, match="image_index 1, expected 0"):
-        features.read_images_csv(path)
+        images.read_images_csv(path)
     path.write_text("image_index,image_id,split,file,path\n0,x5,train,a.jpg,a.jpg\n")
     with pytest.raises(SatError, match="image_id 'x5', expected an integer"):
-        features.read_images_csv(path)
+        images.read_images_csv(path)
     path.write_text("image_index,image_id,file\n0,5,a.jpg\n")
     with pytest.raises(SatError, match="missing column"):
-        features.read_images_csv(path)
+        images.read_images_csv(path)
 
 
 def test_shards_merge_into_what_a_single_extraction_writes(images_csv, tmp_path):
@@ -281,7 +281,7 @@ def test_merging_refuses_incomplete_missing_or_foreign_shards(images_csv, tmp_pa
     other = run(images_csv, tmp_path / "other.h5", shard=(1, 2), image_size=72)
     with pytest.raises(SatError, match="other settings .*image_size"):
         features.merge_shards(images_csv, [shards[0], other], tmp_path / "m.h5")
-    monkeypatch.setattr(features, "load_image", CountingLoads(fail_at=2))
+    monkeypatch.setattr(images, "load_image", CountingLoads(fail_at=2))
     with pytest.raises(KeyboardInterrupt):
         run(images_csv, tmp_path / "torn.h5", shard=(1, 2))
     with pytest.raises(SatError, match="incomplete"):

@@ -21,7 +21,7 @@ from test_model_files import FEATURES, small_model
 from show_attend_tell import checkpoint, config, prepare
 from show_attend_tell.distributed import World
 from show_attend_tell.errors import SatError
-from show_attend_tell.features import load_image
+from show_attend_tell.images import load_image
 from show_attend_tell.model import load_model, save_model
 from show_attend_tell.settings import Settings
 

@@ -18,8 +18,9 @@ from . import encoders
 from .decode import beam_search
 from .devices import resolve_device
 from .errors import SatError
-from .features import RANDOM_WEIGHTS, encode_batch, load_image, prepare_encoder
+from .features import RANDOM_WEIGHTS, encode_batch, prepare_encoder
 from .figures import attention_figure
+from .images import load_image
 from .model import Captioner, load_model
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ from .cli_commands import (
     run_demo,
     run_encode,
     run_evaluate,
-    run_extract,
     run_features,
     run_fetch,
     run_figures,
@@ -24,6 +23,7 @@ from .cli_commands import (
     run_prepare,
     run_table1,
     run_train,
+    run_unpack,
     run_vocab,
 )
 
@@ -73,7 +73,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     s.add_argument("--md5", type=_optional_str, default=None)
     s.add_argument("--retries", type=int, default=5)
 
-    s = command("extract", run_extract, "extract a zip or tar archive into a folder, atomically", "archive", "dest")
+    s = command("extract", run_unpack, "extract a zip or tar archive into a folder, atomically", "archive", "dest")
 
     s = command(
         "prepare",

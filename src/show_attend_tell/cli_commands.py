@@ -25,8 +25,8 @@ def run_fetch(a: argparse.Namespace) -> None:
     fetch(a.source, a.dest, a.md5, retries=a.retries, progress=a.progress)
 
 
-def run_extract(a: argparse.Namespace) -> None:
-    from .download import unpack
+def run_unpack(a: argparse.Namespace) -> None:
+    from .unpack import unpack
 
     unpack(a.archive, a.dest, progress=a.progress)
 

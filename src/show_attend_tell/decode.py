@@ -21,7 +21,7 @@ from .atomic import atomic_output
 from .data import Features, check_features
 from .devices import resolve_device
 from .errors import SatError
-from .features import read_images_csv
+from .images import read_images_csv
 from .model import Captioner, Context, load_model
 from .progress import progress_bar
 from .text import END, PAD, START, UNK

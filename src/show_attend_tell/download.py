@@ -1,7 +1,7 @@
-"""Get dataset archives: resumable, md5-verified downloads (or links to local copies), and atomic extraction.
+"""Get dataset archives: resumable, md5-verified downloads, or links to local copies.
 
 Archives are large (COCO is 19 GB) and links are flaky, so an interrupted download is kept as a
-``.partial`` file and resumed with an HTTP Range request; nothing reaches its final name unverified.
+``.partial`` file and resumed (see ``http_resume``); nothing reaches its final name unverified.
 Two fetches of the same file take turns (a lock file beside it): the second keeps what the first fetched.
 """
 
@@ -10,38 +10,21 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import http.client
 import logging
-import lzma
 import os
-import re
-import tarfile
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from .atomic import atomic_output, partial_path, remove
+from .atomic import partial_path, remove
 from .errors import SatError
+from .http_resume import CHUNK, Interrupted, transfer
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
-
-CHUNK = 1 << 20
-USER_AGENT = "show-attend-tell (python urllib)"
-# Statuses worth asking again: the server is overloaded or briefly broken, not refusing for good.
-TRANSIENT_STATUS = {408, 429}
-# Raised while reading broken archives: bad zip/tar structure, CRC errors, truncated compressed streams.
-ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)
-
-
-class _Interrupted(Exception):
-    """A transfer failure that a later attempt, resuming from the bytes on disk, may get past."""
 
 
 def fetch(
@@ -129,47 +112,18 @@ def md5sum(path: str | os.PathLike, progress: bool = False) -> str:
     return digest.hexdigest()
 
 
-def unpack(archive: str | os.PathLike, dest_dir: str | os.PathLike, progress: bool = True) -> Path:
-    """Extract a zip or tar (plain, gz, bz2, xz) archive into ``dest_dir``, all or nothing.
-
-    Members are written to ``dest_dir.partial`` and renamed into place at the end, so an interrupted
-    or failed extraction never leaves a folder that looks complete. Members that would land outside
-    ``dest_dir`` are refused: archives come from the internet.
-    """
-    archive, dest_dir = Path(archive), Path(dest_dir)
-    if not archive.is_file():
-        raise SatError(f"archive {archive} not found")
-    remove(partial_path(dest_dir))
-    try:
-        with atomic_output(dest_dir) as tmp:
-            tmp.mkdir()
-            # By content, not name: a download may be saved under any name.
-            if zipfile.is_zipfile(archive):
-                _extract_zip(archive, tmp, progress)
-            elif tarfile.is_tarfile(archive):
-                _extract_tar(archive, tmp, progress)
-            else:
-                raise _corrupt(archive, "neither a zip nor a tar archive")
-    except tarfile.FilterError as e:
-        raise SatError(f"refusing to extract {archive}: {e}") from e
-    except ARCHIVE_ERRORS as e:
-        if isinstance(e, OSError) and e.errno is not None:
-            raise  # a real I/O problem (disk full, permissions), not a damaged archive
-        raise _corrupt(archive, str(e) or type(e).__name__) from e
-    return dest_dir
-
-
 def _download(
     url: str, dest: Path, md5: str | None, *, retries: int, timeout: float, backoff: float, progress: bool
 ) -> Path:
+    """Download ``url`` to ``dest`` unless it is there already, retrying interruptions; verify before naming it."""
     if _fetched(dest, md5, progress):
         return dest
     part = partial_path(dest)
     for attempt in range(retries + 1):
         try:
-            length_known = _transfer(url, part, timeout, progress)
+            length_known = transfer(url, part, timeout, progress)
             break
-        except _Interrupted as e:
+        except Interrupted as e:
             if attempt == retries:
                 advice = (
                     f"the partial download is kept in {part} and running again resumes it"
@@ -205,94 +159,8 @@ def _fetched(dest: Path, md5: str | None, progress: bool) -> bool:
     return True
 
 
-def _transfer(url: str, part: Path, timeout: float, progress: bool) -> bool:
-    """One attempt to complete ``part``, resuming from its current size; raises _Interrupted to retry.
-
-    Returns whether the server gave the file's length, without which a body cut short cannot be told from
-    a whole one.
-    """
-    have = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": USER_AGENT}
-    if have:
-        headers["Range"] = f"bytes={have}-"
-    try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
-    except urllib.error.HTTPError as e:
-        e.close()
-        if e.code == 416 and have:
-            return _check_complete(part, have, e.headers.get("Content-Range"))
-        if e.code >= 500 or e.code in TRANSIENT_STATUS:
-            raise _Interrupted(f"HTTP {e.code} {e.reason}") from e
-        raise SatError(f"downloading {url} failed: HTTP {e.code} {e.reason}") from e
-    except (OSError, http.client.HTTPException) as e:
-        raise _Interrupted(_describe(e)) from e
-    with response:
-        start = have if response.status == 206 else 0
-        if start != _range_start(response.headers.get("Content-Range"), default=start):
-            part.unlink()
-            raise _Interrupted("the server resumed from the wrong offset; starting over")
-        if have and not start:
-            log.info("%s: the server ignored the request to resume; starting over", url)
-        length = response.headers.get("Content-Length")
-        expected = int(length) if length is not None else None
-        received = 0
-        with (
-            open(part, "ab" if start else "wb") as f,
-            progress_bar(
-                total=start + expected if expected is not None else None,
-                initial=start,
-                desc=part.name.removesuffix(".partial"),
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                enabled=progress,
-            ) as bar,
-        ):
-            for chunk in _chunks(response):
-                f.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-    if expected is not None and received < expected:
-        raise _Interrupted(f"the connection closed after {start + received} of {start + expected} bytes")
-    return expected is not None
-
-
-def _chunks(response: http.client.HTTPResponse) -> Iterator[bytes]:
-    """The response body in chunks, with network failures turned into _Interrupted."""
-    while True:
-        try:
-            chunk = response.read(CHUNK)
-        except (OSError, http.client.HTTPException) as e:
-            raise _Interrupted(_describe(e)) from e
-        if not chunk:
-            return
-        yield chunk
-
-
-def _check_complete(part: Path, have: int, content_range: str | None) -> bool:
-    """After a 416 (nothing left to send): drop a partial that is longer than the file on the server.
-
-    Returns whether the server gave the file's length, which the partial then has.
-    """
-    total = re.fullmatch(r"bytes \*/(\d+)", (content_range or "").strip())
-    if total and int(total.group(1)) != have:
-        part.unlink()
-        raise _Interrupted(f"the partial download ({have} bytes) is longer than the file; starting over")
-    return total is not None
-
-
-def _range_start(content_range: str | None, default: int) -> int:
-    """First byte position of a 206 response's ``Content-Range: bytes START-END/TOTAL``."""
-    match = re.match(r"bytes (\d+)-", (content_range or "").strip())
-    return int(match.group(1)) if match else default
-
-
-def _describe(e: BaseException) -> str:
-    reason = getattr(e, "reason", None)  # URLError wraps the socket error
-    return str(reason if reason is not None else e) or type(e).__name__
-
-
 def _link(source: Path, dest: Path, md5: str | None, *, progress: bool) -> Path:
+    """Symlink the local archive ``source`` at ``dest`` once it verifies: archives are too large to copy."""
     source = source.absolute()
     if source.is_dir():
         raise SatError(
@@ -325,30 +193,3 @@ def _verify(path: Path, md5: str | None, *, label: str, progress: bool, discard:
     else:
         advice = "check that it is the right file and is complete (or fix the configured md5)"
     raise SatError(f"{label} has md5 {actual} but {md5.strip()} was expected: {advice}")
-
-
-def _extract_zip(archive: Path, dest: Path, progress: bool) -> None:
-    root = os.path.abspath(dest)
-    with zipfile.ZipFile(archive) as zf:
-        members = zf.infolist()
-        for info in members:
-            target = os.path.normpath(os.path.join(root, info.filename))
-            if os.path.isabs(info.filename) or not target.startswith(root + os.sep):
-                raise SatError(
-                    f"refusing to extract {archive}: member {info.filename!r} would be written "
-                    f"outside the destination folder"
-                )
-        for info in progress_bar(members, desc=f"extract {archive.name}", unit="file", enabled=progress):
-            zf.extract(info, dest)
-
-
-def _extract_tar(archive: Path, dest: Path, progress: bool) -> None:
-    with tarfile.open(archive) as tf:
-        # The "data" filter refuses absolute paths, "..", links leaving dest and device files.
-        tf.extractall(
-            dest, members=progress_bar(tf, desc=f"extract {archive.name}", unit="file", enabled=progress), filter="data"
-        )
-
-
-def _corrupt(archive: Path, reason: str) -> SatError:
-    return SatError(f"{archive} is corrupt or truncated ({reason}): delete it and run again to download it afresh")

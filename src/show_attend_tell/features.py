@@ -7,83 +7,32 @@ the ``.partial`` file it left, and the result is the same as an uninterrupted ru
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from . import __version__, encoders, heap
 from .atomic import atomic_output
 from .devices import resolve_device
 from .errors import SatError
+from .images import COLUMNS, ImageFiles, read_images_csv
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("image_index", "image_id", "split", "file", "path")
-RESAMPLE = Image.Resampling.BILINEAR
 RANDOM_WEIGHTS = "random (pretrained=False)"  # the `weights` attribute of features from an untrained encoder
 # Attributes that must match for a .partial file to be continued rather than started afresh.
 RESUME_KEYS = ("encoder", "layer", "image_size", "weights", "n_images", "shard_rows", "images_sha256", "preprocessing")
-
-
-def preprocess(image: Image.Image, image_size: int) -> torch.Tensor:
-    """Resize the shorter side to ``resize_shorter(image_size)`` and centre-crop a square: uint8 (3, S, S).
-
-    The crop is resampled straight from its box in the source image, which gives the pixels of
-    resize-then-crop without resizing the part that the crop throws away.
-    """
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    w, h = image.size
-    nw, nh = _resized(image.size, image_size)
-    left, top = (nw - image_size) // 2, (nh - image_size) // 2
-    box = (left * w / nw, top * h / nh, (left + image_size) * w / nw, (top + image_size) * h / nh)
-    image = image.resize((image_size, image_size), RESAMPLE, box=box)
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
-
-
-def load_image(path: str | Path, image_size: int) -> torch.Tensor:
-    """Decode ``path`` and preprocess it; big JPEGs are decoded at 1/2, 1/4 or 1/8 scale, which costs far less."""
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", _resized(image.size, image_size))
-            return preprocess(image, image_size)
-    # What Pillow raises for missing, truncated or bad files, and for pixel counts too large to decode safely.
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise SatError(f"cannot read image {path}: {e}") from e
-
-
-def _resized(size: tuple[int, int], image_size: int) -> tuple[int, int]:
-    """(width, height) after resizing the shorter side of ``size`` to ``resize_shorter(image_size)``."""
-    w, h = size
-    r = encoders.resize_shorter(image_size)
-    return (r, max(r, round(h * r / w))) if w <= h else (max(r, round(w * r / h)), r)
-
-
-class ImageFiles(Dataset):
-    """Preprocessed uint8 images; normalisation is left to the consumer, batched on its device."""
-
-    def __init__(self, paths: Sequence[str], image_size: int) -> None:
-        self.paths = list(paths)
-        self.image_size = image_size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return load_image(self.paths[i], self.image_size)
 
 
 def prepare_encoder(name: str, layer: str | None, pretrained: bool, device: torch.device) -> nn.Module:
@@ -99,24 +48,6 @@ def encode_batch(model: nn.Module, images: torch.Tensor, name: str, device: torc
     with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
         fmap = model(encoders.normalize(x, name))
     return fmap.flatten(2).transpose(1, 2).to(torch.float16)
-
-
-def read_images_csv(path: str | Path) -> list[dict[str, str]]:
-    """The rows of images.csv, checked to list image_index 0..N-1 in order."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise SatError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}")
-        rows = list(reader)
-    for i, row in enumerate(rows):
-        if row["image_index"] != str(i):
-            raise SatError(f"{path}: row {i + 2} has image_index {row['image_index']}, expected {i}")
-        if not row["image_id"].lstrip("-").isdigit():
-            raise SatError(f"{path}: row {i + 2} has image_id {row['image_id']!r}, expected an integer")
-    if not rows:
-        raise SatError(f"{path}: lists no images")
-    return rows
 
 
 def _images_sha256(rows: list[dict[str, str]]) -> str:

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from .atomic import atomic_output
 from .errors import SatError
-from .features import load_image, read_images_csv
+from .images import load_image, read_images_csv
 
 log = logging.getLogger(__name__)
 
