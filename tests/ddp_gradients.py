@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from show_attend_tell import data, minibatch, train
+from show_attend_tell import data, minibatch, training_job
 from show_attend_tell.distributed import join, leave
 from show_attend_tell.model import Captioner
 from show_attend_tell.settings import Settings
@@ -23,7 +23,7 @@ captions = data.read_encoded(stages / "captions.h5", stages / "vocab.csv")
 features = data.Features(stages / "features.h5")
 torch.manual_seed(0)
 model = Captioner(settings.model_config(len(captions.vocab), features.num_locations, features.feature_dim))
-net = train.data_parallel(model, world)
+net = training_job.data_parallel(model, world)
 first = data.length_batches(data.read_length_dictionary(stages / "lengths.json"), settings.batch_size, 0, 0)[0]
 # A full batch, an odd one (unequal shares) and one row (a process without rows joins with weight 0).
 batches = [first, first[:3], first[:1]]

@@ -14,68 +14,31 @@ checkpoint holds no trace of how many there were and may be continued by any num
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
-from . import checkpoint, epoch_log, heap, precision, training_precision, validation, weight_average
+from . import checkpoint, epoch_log, training_job, validation, weight_average
 from .atomic import atomic_output, remove
 from .checkpoint import Progress
-from .data import FEATURE_KEYS, Captions, Features, length_batches, read_encoded, read_length_dictionary
-from .distributed import World, join, leave
+from .data import FEATURE_KEYS, length_batches
+from .distributed import join, leave
 from .errors import SatError
 from .figures import plot_curves
 from .minibatch import backward, seed_step
-from .model import Captioner, save_model
+from .model import save_model
 from .progress import progress_bar
 from .settings import Settings
 from .stopping import StopRequested
+from .training_job import Inputs, Run
 
 log = logging.getLogger(__name__)
 
 LOG_COLUMNS = epoch_log.COLUMNS
-
-
-def _make_optimizer(settings: Settings, params: Iterator[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """Adam in its fused form (one kernel for all parameters: 4x faster steps on 2 CPU cores), or RMSprop."""
-    if settings.optimizer == "adam":
-        return torch.optim.Adam(params, lr=settings.learning_rate, fused=True)
-    if settings.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=settings.learning_rate, foreach=True)
-    raise SatError(f"unknown optimizer {settings.optimizer!r}; choose adam or rmsprop")
-
-
-@dataclass
-class Run:
-    """One training job: its data, model and optimizer, and where it writes."""
-
-    settings: Settings
-    seed: int
-    world: World
-    captions: Captions
-    features: Features
-    by_length: dict[int, np.ndarray]
-    val: validation.ValidationSet
-    model: Captioner
-    net: torch.nn.Module  # the model, wrapped by DDP when there are several processes
-    optimizer: torch.optim.Optimizer
-    checkpoint: Path
-    fingerprint: dict
-    precision: str
-    progress: bool
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        return precision.autocast(self.world.device, self.precision)
 
 
 def train(
@@ -104,7 +67,9 @@ def train(
     world = join(device, declared_gpus)
     try:
         files = Inputs(captions_h5, vocab_csv, captions_csv, lengths_json, features_h5)
-        run = _start(files, settings, seed, world, Path(checkpoint), threads=threads, progress=progress and world.main)
+        run = training_job.start(
+            files, settings, seed, world, Path(checkpoint), threads=threads, progress=progress and world.main
+        )
         state = _fit(run)
         table = pd.DataFrame(state.rows, columns=list(LOG_COLUMNS))
         if world.main:
@@ -117,74 +82,6 @@ def train(
         return table
     finally:
         leave(world)
-
-
-class Inputs(NamedTuple):
-    """The files a training job reads: the encode, vocab, prepare, lengths and features stages' outputs."""
-
-    captions_h5: str | Path
-    vocab_csv: str | Path
-    captions_csv: str | Path
-    lengths_json: str | Path
-    features_h5: str | Path
-
-
-def _start(
-    files: Inputs,
-    settings: Settings,
-    seed: int,
-    world: World,
-    checkpoint_path: Path,
-    *,
-    threads: int | None,
-    progress: bool,
-) -> Run:
-    """Read the data, build the model and optimizer, and choose the precision."""
-    if threads:
-        torch.set_num_threads(max(1, threads // world.local_size))
-    if world.device.type == "cpu":
-        heap.keep_freed_memory()
-    captions = read_encoded(files.captions_h5, files.vocab_csv)
-    # Every process holds its own copy: the node's budget is shared. Read per batch, the file's pages
-    # are cached once by the OS for all of them.
-    features = Features(files.features_h5, settings.features_memory_gb / world.local_size)
-    features.check_images(captions)
-    by_length = read_length_dictionary(files.lengths_json)
-    val = validation.validation_set(captions, files.captions_csv, settings.val_images)
-
-    torch.manual_seed(seed)
-    config = settings.model_config(len(captions.vocab), features.num_locations, features.feature_dim)
-    model = Captioner(config).to(world.device)
-    optimizer = _make_optimizer(settings, model.parameters())
-    fp = checkpoint.fingerprint(vars(settings), seed, features, captions)
-    chosen = training_precision.choose(settings, model, by_length, world.device)
-    log.info(
-        "%s attention captioner, %.1fM parameters, on %s%s in %s; features %s (L=%d, D=%d)",
-        settings.attention,
-        sum(p.numel() for p in model.parameters()) / 1e6,
-        world.device,
-        f" x {world.size} processes" if world.size > 1 else "",
-        chosen,
-        features.path,
-        config.num_locations,
-        config.feature_dim,
-    )
-    return Run(
-        settings,
-        seed,
-        world,
-        captions,
-        features,
-        by_length,
-        val,
-        model,
-        data_parallel(model, world),
-        optimizer,
-        checkpoint_path,
-        fp,
-        chosen,
-        progress,
-    )
 
 
 def _fit(run: Run) -> Progress:
@@ -215,13 +112,6 @@ def _fit(run: Run) -> Progress:
         abs(state.best_score) if s.select_on == "nll" else state.best_score,
     )
     return state
-
-
-def data_parallel(model: Captioner, world: World) -> torch.nn.Module:
-    """``model`` wrapped to average its gradients over the processes (itself in a single process)."""
-    if world.size == 1:
-        return model
-    return DistributedDataParallel(model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
 
 
 def _patience_spent(state: Progress, settings: Settings) -> bool:
