@@ -105,6 +105,9 @@ class Captioner(nn.Module):
                 f"annotation vectors of shape {tuple(features.shape[1:])} do not fit this model, which was "
                 f"built for L={self.config.num_locations} locations of D={self.config.feature_dim}"
             )
+        kind = features.device.type
+        if torch.is_autocast_enabled(kind):  # cast once, not at every step's product with alpha (bmm would)
+            features = features.to(torch.get_autocast_dtype(kind))
         return Context(features, self.att_features(features))
 
     def initial_state(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
