@@ -62,7 +62,7 @@ def backward(
         out = net(feats, inputs, sample_rows=sample_rows)
     real = float(weight > 0)  # 0: this process only joins the reduction
     if hard:
-        expected = _expected_log_likelihood(net, feats, inputs, targets, mask, precision_name, settings)
+        expected = _expected_log_likelihood(net, feats, inputs, targets, mask, sample_rows, precision_name, settings)
         if baseline is None and expected is None:
             ll = objectives.word_log_likelihood(out.logits, targets, mask)
             total, count = world.sum([float(ll.detach().sum()) * real, float(mask.sum()) * real])
@@ -103,21 +103,27 @@ def _expected_log_likelihood(
     inputs: torch.Tensor,
     targets: torch.Tensor,
     mask: torch.Tensor,
+    sample_rows: torch.Tensor,
     precision_name: str,
     settings: Settings,
 ) -> torch.Tensor | None:
     """Hard attention's ``expected_context`` baseline: log p(y | a) of each caption with the expected context.
 
-    One forward pass without gradients (and without dropout, so it draws no random numbers: the step's
-    randomness stays what it was); None for the ``moving_average`` baseline.
+    One forward pass without gradients over the captions whose locations were sampled (the others need
+    no baseline: they are 0 here), without dropout, so it draws no random numbers and the step's
+    randomness stays what it was; None for the ``moving_average`` baseline.
     """
     if settings.baseline != "expected_context":
         return None
+    expected = torch.zeros(len(inputs), device=feats.device)
+    if not sample_rows.any():
+        return expected
     model = getattr(net, "module", net)  # DDP's own forward would expect a backward pass
     model.eval()
     try:
         with torch.no_grad(), precision.autocast(feats.device, precision_name):
-            out = model(feats, inputs)
-            return objectives.word_log_likelihood(out.logits, targets, mask)
+            out = model(feats[sample_rows], inputs[sample_rows])
+            expected[sample_rows] = objectives.word_log_likelihood(out.logits, targets[sample_rows], mask[sample_rows])
     finally:
         model.train()
+    return expected
