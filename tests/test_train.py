@@ -251,10 +251,3 @@ def test_bad_settings_get_the_workflows_one_line_message(settings, message):
     ) as e:
         Settings.from_config(settings)
     assert "\n" not in str(e.value)
-
-
-def test_every_setting_is_defined_once_in_the_schema_with_the_dataclass_default():
-    from show_attend_tell.config import SCHEMA, load_yaml
-
-    schema = load_yaml(SCHEMA)["$defs"]["train"]["properties"]
-    assert set(schema) == set(Settings.__dataclass_fields__)

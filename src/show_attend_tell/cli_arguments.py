@@ -1,12 +1,16 @@
 """The ``sat`` sub-commands' interfaces: positional files, options and help, in the order ``--help`` lists them.
 
 Kept apart from what the commands run (``cli_commands``), so each command's interface reads in one place.
+An option that sets a workflow setting takes its default, type or choices and help from the schema
+(``add_setting``), so ``sat`` run by hand does what the workflow's defaults do.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
+from typing import Any
 
 from .cli_commands import (
     run_caption,
@@ -26,6 +30,7 @@ from .cli_commands import (
     run_unpack,
     run_vocab,
 )
+from .config import schema_setting, section_problems
 
 GPUS_HELP = "GPUs the job was given by its scheduler (the rule's gpu resource): fewer visible is an error"
 
@@ -39,12 +44,50 @@ def _shard(value: str) -> tuple[int, int]:
     return k, n
 
 
-def _optional_int(value: str) -> int | None:
-    return None if value.lower() in ("none", "null", "") else int(value)
+def _is_null(value: str) -> bool:
+    return value.lower() in ("none", "null", "")
 
 
 def _optional_str(value: str) -> str | None:
-    return None if value.lower() in ("none", "null", "") else value
+    return None if _is_null(value) else value
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {"integer": int, "number": float, "string": str}
+
+
+def _setting_type(section: str, key: str) -> Callable[[str], Any]:
+    """The argparse ``type`` of a setting: its schema type (null read as None where allowed) and range.
+
+    So a value out of range stops ``sat`` as it stops the workflow, naming the setting.
+    """
+    types = schema_setting(section, key)["type"]
+    types = [types] if isinstance(types, str) else types
+    parse = _PARSERS[next(t for t in types if t != "null")]
+
+    def setting(text: str) -> Any:
+        value = None if "null" in types and _is_null(text) else parse(text)
+        problems = section_problems({key: value}, section)
+        if problems:
+            raise argparse.ArgumentTypeError("; ".join(problems))
+        return value
+
+    setting.__name__ = parse.__name__  # argparse names it in "invalid int value: 'x'"
+    return setting
+
+
+def add_setting(
+    parser: argparse.ArgumentParser, section: str, key: str, flag: str | None = None, **overrides: Any
+) -> None:
+    """Option ``--key`` (or ``flag``) for setting ``key`` of the schema's ``section``.
+
+    Its default, choices (an enum) or type and range, and help (the description's first sentence) are the schema's;
+    ``overrides`` (other add_argument keywords) are for an option that must differ, with the reason beside it.
+    """
+    spec = schema_setting(section, key)
+    first_sentence = re.split(r"(?<=\.)\s+(?=[A-Z])", spec["description"].strip(), maxsplit=1)[0]
+    kind = {"choices": spec["enum"]} if "enum" in spec else {"type": _setting_type(section, key)}
+    options = {"default": spec["default"], "help": first_sentence.replace("%", "%%") + " (default: %(default)s)"}
+    parser.add_argument(flag or "--" + key.replace("_", "-"), dest=key, **options | kind | overrides)
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,9 +127,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "images_csv",
     )
     s.add_argument("--image-dirs", nargs="+", required=True)
-    s.add_argument("--tokenizer", default="words")
-    s.add_argument("--restval", default="train", choices=["train", "drop"])
-    s.add_argument("--bad-images", default="error", choices=["error", "skip"])
+    for key in ("tokenizer", "restval", "bad_images"):
+        add_setting(s, "dataset_settings", key)
     s.add_argument("--threads", type=int, default=2)
 
     s = command(
@@ -96,7 +138,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "captions_csv",
         "vocab_csv",
     )
-    s.add_argument("--size", type=int, default=10000)
+    add_setting(s, "dataset_settings", "vocab_size", "--size")
 
     s = command(
         "encode",
@@ -106,7 +148,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "vocab_csv",
         "captions_h5",
     )
-    s.add_argument("--max-length", type=_optional_int, default=None)
+    add_setting(s, "dataset_settings", "max_length")
 
     s = command(
         "lengths",
@@ -117,11 +159,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
 
     s = command("features", run_features, "images.csv -> CNN annotation vectors in HDF5", "images_csv", "out")
-    s.add_argument("--encoder", required=True)
-    s.add_argument("--layer", type=_optional_str, default=None)
-    s.add_argument("--image-size", type=int, default=224)
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--workers", type=int, default=1)
+    add_setting(s, "features", "encoder")
+    # Not the schema's blocks.6: that is the default encoder's layer, and `--encoder vgg19` alone must work.
+    add_setting(s, "features", "layer", default=None)
+    for key in ("image_size", "batch_size", "workers"):
+        add_setting(s, "features", key)
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--device", default="auto")
     s.add_argument(
@@ -182,10 +224,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "attention_h5",
     )
     s.add_argument("--split", default="test")
-    s.add_argument("--beam-size", type=int, default=3)
-    s.add_argument("--max-length", type=int, default=30)
-    s.add_argument("--length-penalty", type=float, default=0.0)
-    s.add_argument("--batch-size", type=int, default=100)
+    for key in ("beam_size", "max_length", "length_penalty", "batch_size"):
+        add_setting(s, "decode", key)
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--device", default="auto")
 
@@ -234,7 +274,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     s.add_argument("model", help="a model.pt written by the train stage")
     s.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     s.add_argument("--figures", help="folder to write each image's attention figure to")
-    s.add_argument("--beam-size", type=int, default=3)
-    s.add_argument("--max-length", type=int, default=30)
-    s.add_argument("--batch-size", type=int, default=16)
+    add_setting(s, "decode", "beam_size")
+    add_setting(s, "decode", "max_length")
+    # Not decode's batch_size: these are images read and run through the CNN too, not stored features.
+    s.add_argument("--batch-size", type=int, default=16, help="images read, encoded and captioned at once")
     s.add_argument("--device", default="auto")
