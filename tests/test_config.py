@@ -35,10 +35,10 @@ def test_the_shipped_config_is_valid_and_resolves_presets(config):
 
 def test_a_model_entry_overrides_the_dataset_preset_which_overrides_the_defaults(config):
     datasets = check(config, SCHEMA)
-    soft, hard = (train_settings(config, datasets, "flickr8k", m) for m in ("soft", "hard"))
+    soft, hard = (train_settings(config, datasets, "demo", m) for m in ("soft", "hard"))
     assert soft["attention"] == "soft" and hard["attention"] == "hard"
-    assert soft["optimizer"] == hard["optimizer"] == "adam"
-    assert soft["alpha_c"] == 0.1 and hard["alpha_c"] == 0.0
+    assert soft["learning_rate"] == hard["learning_rate"] == 0.001  # the demo's, not the defaults' 0.0004
+    assert soft["alpha_c"] == 0.1 and hard["alpha_c"] == 0.0  # the demo's, then the hard model's own
     assert train_settings(config, datasets, "coco", "soft")["hidden_dim"] == 1800
     Settings.from_config(soft)  # every resolved key is a training setting
 
