@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from show_attend_tell.cli import main
 from show_attend_tell.errors import SatError
 from show_attend_tell.text import SPECIALS, build_vocab, encode, length_dictionary, read_vocab, tokenize
 
@@ -61,6 +62,12 @@ def test_vocab_keeps_most_frequent_train_words_after_specials(tmp_path):
     counts = dict(zip(vocab["word"], vocab["count"]))
     assert counts == {"<pad>": 0, "<start>": 3, "<end>": 3, "<unk>": 3, "a": 3, "dog": 2}
     assert read_vocab(tmp_path / "vocab.csv").equals(vocab)
+
+
+def test_the_sat_vocab_command_keeps_the_size_asked(tmp_path):
+    captions = write_captions(tmp_path / "captions.csv", [("train", 0, "a dog runs"), ("train", 1, "a dog")])
+    assert main(["vocab", str(captions), str(tmp_path / "vocab.csv"), "--size", "1"]) == 0
+    assert list(read_vocab(tmp_path / "vocab.csv")["word"]) == [*SPECIALS, "a"]
 
 
 def test_vocab_ties_are_broken_alphabetically_for_reproducibility(tmp_path):

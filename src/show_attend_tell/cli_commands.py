@@ -39,18 +39,14 @@ def run_prepare(a: argparse.Namespace) -> None:
         a.image_dirs,
         a.captions_csv,
         a.images_csv,
-        tokenizer=a.tokenizer,
-        restval=a.restval,
-        bad_images=a.bad_images,
-        threads=a.threads,
-        progress=a.progress,
+        **_options(a, "tokenizer restval bad_images threads progress"),
     )
 
 
 def run_vocab(a: argparse.Namespace) -> None:
     from .text import build_vocab
 
-    build_vocab(a.captions_csv, a.vocab_csv, a.size)
+    build_vocab(a.captions_csv, a.vocab_csv, a.vocab_size)
 
 
 def run_encode(a: argparse.Namespace) -> None:
@@ -68,21 +64,8 @@ def run_lengths(a: argparse.Namespace) -> None:
 def run_features(a: argparse.Namespace) -> None:
     from .features import extract
 
-    extract(
-        a.images_csv,
-        a.out,
-        encoder=a.encoder,
-        layer=a.layer,
-        image_size=a.image_size,
-        batch_size=a.batch_size,
-        workers=a.workers,
-        threads=a.threads,
-        device=a.device,
-        pretrained=a.pretrained,
-        progress=a.progress,
-        shard=a.shard,
-        declared_gpus=a.gpus,
-    )
+    options = _options(a, "encoder layer image_size batch_size workers threads device pretrained progress shard")
+    extract(a.images_csv, a.out, **options, declared_gpus=a.gpus)
 
 
 def run_merge_features(a: argparse.Namespace) -> None:
@@ -109,11 +92,8 @@ def run_train(a: argparse.Namespace) -> None:
         curves_png=a.curves,
         checkpoint=a.checkpoint,
         settings=Settings.from_config(_json_argument(a.settings, "--settings")),
-        seed=a.seed,
-        device=a.device,
         declared_gpus=a.gpus,
-        threads=a.threads,
-        progress=a.progress,
+        **_options(a, "seed device threads progress"),
     )
 
 
@@ -127,13 +107,7 @@ def run_decode(a: argparse.Namespace) -> None:
         a.split,
         a.results_json,
         a.attention_h5,
-        beam_size=a.beam_size,
-        max_length=a.max_length,
-        length_penalty=a.length_penalty,
-        batch_size=a.batch_size,
-        device=a.device,
-        threads=a.threads,
-        progress=a.progress,
+        **_options(a, "beam_size max_length length_penalty batch_size device threads progress"),
     )
 
 
@@ -168,17 +142,18 @@ def run_table1(a: argparse.Namespace) -> None:
 def run_caption(a: argparse.Namespace) -> int:
     from .caption import caption_images, format_results
 
-    results = caption_images(
-        a.model,
-        a.inputs,
-        beam_size=a.beam_size,
-        max_length=a.max_length,
-        figures_dir=a.figures,
-        batch_size=a.batch_size,
-        device=a.device,
-    )
+    options = _options(a, "beam_size max_length batch_size device")
+    results = caption_images(a.model, a.inputs, figures_dir=a.figures, **options)
     print(format_results(results))
     return 2 if any(r.error for r in results) else 0
+
+
+def _options(a: argparse.Namespace, names: str) -> dict[str, Any]:
+    """The parsed options ``names`` (space-separated) as keywords of the same names.
+
+    A stage's keywords are named as its options, so a wrapper names each once instead of writing ``name=a.name``.
+    """
+    return {name: getattr(a, name) for name in names.split()}
 
 
 def _json_argument(text: str, option: str) -> Any:
