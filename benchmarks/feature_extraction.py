@@ -3,6 +3,13 @@
 The pipeline (decode, resize, crop, batch, normalise, forward, write HDF5) should run within 10% of
 the bare forward pass at the same batch size, i.e. image loading is hidden behind the compute.
 
+Roofline: the host line gives the matmul peaks measured in the same run; each row gives the GFLOP/s it
+achieved and its share of the peak of the dtype the encoder ran in. The FLOPs per image are counted with
+``torch.utils.flop_counter.FlopCounterMode`` on one batch (matmul and convolution FLOPs, 2 per
+multiply-add; the normalisation and activations are not counted): for the bare forward pass on an
+extra untimed call, for extract on its first batch, which the after-warm-up timing leaves out (end to
+end pays the counter's overhead, a few milliseconds, once).
+
     .venv/bin/python benchmarks/feature_extraction.py                      # efficientnet_lite0 blocks.6 at 224
     .venv/bin/python benchmarks/feature_extraction.py --workers 0 --threads 1
     .venv/bin/python benchmarks/feature_extraction.py --images DIR         # your own JPEGs
@@ -18,12 +25,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import roofline
 import torch
 from PIL import Image
 
 from show_attend_tell import encoders, features
 from show_attend_tell.devices import resolve_device
 from show_attend_tell.images import COLUMNS
+from show_attend_tell.machine import describe
 
 
 def make_images(folder: Path, n: int, size: tuple[int, int], seed: int) -> list[Path]:
@@ -54,12 +63,13 @@ def write_csv(path: Path, images: list[Path]) -> None:
             writer.writerow([i, i, "train", image.name, str(image)])
 
 
-def bare_forward(args: argparse.Namespace, device: torch.device) -> float:
-    """Images/s of the encoder alone on a random normalised batch, prepared exactly as ``extract`` prepares it."""
+def bare_forward(args: argparse.Namespace, device: torch.device) -> tuple[float, roofline.Count]:
+    """Images/s of the encoder alone on a random batch prepared as ``extract`` prepares it; the FLOPs of one batch."""
     model = features.prepare_encoder(args.encoder, args.layer, not args.random_weights, device)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        _, flops = roofline.count(lambda: model(x))
         for _ in range(args.warmup):
             model(x)
         _sync(device)
@@ -68,7 +78,7 @@ def bare_forward(args: argparse.Namespace, device: torch.device) -> float:
             model(x)
             n += args.batch_size
         _sync(device)
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), flops
 
 
 def _sync(device: torch.device) -> None:
@@ -76,21 +86,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _BatchClock:
+class BatchClock:
     """Wraps ``features.encode_batch`` to time the batches of ``extract``'s loop after its warm-up.
 
     The first batches of a run pay one-off costs (fresh memory pages, first calls into the CNN
     library) that a real extraction of thousands of batches amortises; the bare forward pass is also
-    timed after warm-up batches.
+    timed after warm-up batches. The first batch's FLOPs are counted (``flops``, per batch of
+    ``counted`` images): :meth:`rate` starts at its end, so counting costs the timing nothing.
     """
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
         self.encode = features.encode_batch
         self.done: list[tuple[float, int]] = []
+        self.flops: roofline.Count | None = None
+        self.counted = 0
 
     def __call__(self, model, images, name, device):
-        out = self.encode(model, images, name, device)
+        if self.flops is None:
+            out, self.flops = roofline.count(lambda: self.encode(model, images, name, device))
+            self.counted = len(images)
+        else:
+            out = self.encode(model, images, name, device)
         _sync(device)
         self.done.append((time.perf_counter(), len(images)))
         return out
@@ -125,6 +142,8 @@ def main() -> None:
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    host = describe(device)
+    print(roofline.host_line(host), flush=True)
     bare, loop, wall = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -135,7 +154,7 @@ def main() -> None:
         write_csv(tmp / "images.csv", images)
         # Alternate the two measurements: this machine's speed drifts by 10-20% between minutes and processes.
         for _ in range(args.repeats):
-            clock = _BatchClock(args.warmup)
+            clock = BatchClock(args.warmup)
             features.encode_batch = clock
             t0 = time.perf_counter()
             features.extract(
@@ -154,7 +173,8 @@ def main() -> None:
             wall.append(len(images) / (time.perf_counter() - t0))
             features.encode_batch = clock.encode
             loop.append(clock.rate())
-            bare.append(bare_forward(args, device))
+            rate, bare_flops = bare_forward(args, device)
+            bare.append(rate)
 
     print(
         f"{args.encoder} {args.layer or encoders.ENCODERS[args.encoder].default_layer} at {args.image_size} px, "
@@ -162,10 +182,17 @@ def main() -> None:
         f"threads {torch.get_num_threads()}, {device}; medians of {args.repeats} runs "
         "(each in brackets); ratio: median over runs of extract / the bare forward pass timed right after it"
     )
-    for label, values in [("bare forward pass", bare), ("extract, after warm-up", loop), ("extract, end to end", wall)]:
+    rows = [
+        ("bare forward pass", bare, bare_flops, args.batch_size),
+        ("extract, after warm-up", loop, clock.flops, clock.counted),
+        ("extract, end to end", wall, clock.flops, clock.counted),
+    ]
+    for label, values, flops, per in rows:
         ratio = statistics.median(v / b for v, b in zip(values, bare, strict=True))
         runs = " ".join(f"{v:.1f}" for v in values)
-        print(f"{label:24s} {statistics.median(values):7.1f} images/s  ratio {ratio:.3f}  [{runs}]")
+        rate = statistics.median(values)
+        achieved = roofline.row(rate, flops.flops / per, "image", flops.dtype, host, device, flops.dtype_share)
+        print(f"{label:24s} {rate:7.1f} images/s  ratio {ratio:.3f}  [{runs}]{achieved}")
     print(
         f"(after warm-up: batches after the first {args.warmup}, as for the bare forward pass; end to end: "
         "the whole call, with building the model, reading its weights and starting the workers)"

@@ -30,13 +30,14 @@ import argparse
 import statistics
 import time
 
+import roofline
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from show_attend_tell import heap, objectives, precision
 from show_attend_tell.devices import resolve_device
-from show_attend_tell.machine import describe, summary
+from show_attend_tell.machine import describe
 from show_attend_tell.model import Captioner, ModelConfig
 
 
@@ -194,23 +195,18 @@ def main() -> None:
     rates["per-step decoder, soft attention"] = tokens_per_batch / seconds
 
     reference = rates["per-step decoder, soft attention"]
-    print(f"host: {summary(host)}")
+    print(roofline.host_line(host))
     print(
         f"training tokens/s on {device} ({torch.get_num_threads()} threads): batch {args.batch_size} captions of "
         f"{args.words} words (+<end>), L={args.locations}, D={args.feature_dim}, V={args.vocab_size}, "
         f"embed {args.embed_dim}, LSTM {args.hidden_dim}, attention {args.attention_dim}; median of "
         f"{args.batches} batches after {args.warmup} warm-up"
     )
-    peaks = {"float32": host["fp32_peak_gflops"], "bfloat16": host["bf16_peak_gflops"]}
     for name, rate in rates.items():
         line = f"{name:36s} {rate:9.1f} tokens/s   {rate / reference:5.2f}x the per-step decoder"
         if name in chosen:
             dtype, config = chosen[name]
-            achieved = rate * flops_per_token(config, args.words) / 1e9
-            line += (
-                f"   {dtype:8s} {flops_per_token(config, args.words) / 1e6:.1f} MFLOP/token: "
-                f"{achieved:.0f} GFLOP/s = {100 * achieved / peaks[dtype]:.0f}% of the {dtype} matmul peak"
-            )
+            line += roofline.row(rate, flops_per_token(config, args.words), "token", dtype, host, device)
         else:
             line += "   float32"
         print(line)
