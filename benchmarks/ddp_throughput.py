@@ -14,64 +14,21 @@ batch beats intra-op threading on the same cores; on GPUs it measures scaling ac
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from show_attend_tell import demo, features, prepare, text
-
-
-def build_stages(root: Path, images: int, seed: int) -> None:
-    demo.generate(root / "demo", images, 20, 0, image_size=160, seed=seed, progress=False)
-    prepare.prepare(
-        root / "demo" / "dataset_demo.json", [root / "demo"], root / "captions.csv", root / "images.csv", progress=False
-    )
-    text.build_vocab(root / "captions.csv", root / "vocab.csv", 10000)
-    text.encode(root / "captions.csv", root / "vocab.csv", root / "captions.h5")
-    text.length_dictionary(root / "captions.h5", root / "lengths.json")
-    features.extract(
-        root / "images.csv",
-        root / "features.h5",
-        encoder="efficientnet_lite0",
-        layer="blocks.4",
-        image_size=224,
-        batch_size=32,
-        workers=0,
-        progress=False,
-    )
+from show_attend_tell import demo_stages
 
 
 def train_once(root: Path, processes: int, settings: dict, device: str, threads: int) -> float:
     out = root / f"p{processes}"
     out.mkdir(exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "show_attend_tell",
-        "--no-progress",
-        "train",
-        *(str(root / f) for f in ("captions.h5", "vocab.csv", "captions.csv", "lengths.json", "features.h5")),
-        "--settings",
-        json.dumps(settings),
-        "--model",
-        str(out / "model.pt"),
-        "--log-csv",
-        str(out / "train_log.csv"),
-        "--curves",
-        str(out / "curves.png"),
-        "--checkpoint",
-        str(out / "checkpoint.pt"),
-        "--device",
-        device,
-        "--threads",
-        str(threads),
-        "--processes",
-        str(processes),
-    ]
+    command = demo_stages.train_command(
+        root, out, settings, "--device", device, "--threads", str(threads), "--processes", str(processes)
+    )
     subprocess.run(command, check=True, capture_output=True)
     return float(pd.read_csv(out / "train_log.csv")["tokens_per_s"].iloc[0])
 
@@ -98,7 +55,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        build_stages(root, args.images, args.seed)
+        demo_stages.build(root, args.images, 20, 0, image_size=160, encoder_size=224, seed=args.seed)
         print(
             f"{args.images * 5} training captions, global batch {args.batch_size}, device {args.device}, "
             f"{args.threads} threads; model {args.embed_dim}/{args.hidden_dim}/{args.attention_dim}"

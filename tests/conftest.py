@@ -44,24 +44,6 @@ def _restore_torch_threads():
 @pytest.fixture(scope="session")
 def stages(tmp_path_factory):
     """The real data stages on a tiny demo set: 30 train, 6 val, 6 test images at 64 px (a 4x4 grid)."""
-    root = tmp_path_factory.mktemp("stages")
-    from show_attend_tell import demo, features, prepare, text
+    from show_attend_tell import demo_stages
 
-    demo.generate(root / "demo", 30, 6, 6, image_size=96, seed=3, progress=False)
-    prepare.prepare(
-        root / "demo" / "dataset_demo.json", [root / "demo"], root / "captions.csv", root / "images.csv", progress=False
-    )
-    text.build_vocab(root / "captions.csv", root / "vocab.csv", 10000)
-    text.encode(root / "captions.csv", root / "vocab.csv", root / "captions.h5")
-    text.length_dictionary(root / "captions.h5", root / "lengths.json")
-    features.extract(
-        root / "images.csv",
-        root / "features.h5",
-        encoder="efficientnet_lite0",
-        layer="blocks.4",
-        image_size=64,
-        batch_size=16,
-        workers=0,
-        progress=False,
-    )
-    return root
+    return demo_stages.build(tmp_path_factory.mktemp("stages"), 30, 6, 6, image_size=96, encoder_size=64, seed=3)

@@ -16,6 +16,7 @@ import torch
 from conftest import TESTS
 from test_train import TIMING, TINY, run, sigterm_at_batch
 
+from show_attend_tell.demo_stages import train_command
 from show_attend_tell.distributed import World
 from show_attend_tell.errors import SatError
 
@@ -28,32 +29,9 @@ def torchrun(*args: str, processes: int = 2) -> list[str]:
 
 
 def sat_train(stages, out, processes: int, settings: dict) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "show_attend_tell",
-        "--no-progress",
-        "train",
-        *(str(stages / f) for f in ("captions.h5", "vocab.csv", "captions.csv", "lengths.json", "features.h5")),
-        "--settings",
-        json.dumps(settings),
-        "--model",
-        str(out / "model.pt"),
-        "--log-csv",
-        str(out / "train_log.csv"),
-        "--curves",
-        str(out / "curves.png"),
-        "--checkpoint",
-        str(out / "checkpoint.pt"),
-        "--seed",
-        "0",
-        "--threads",
-        "2",
-        "--device",
-        "cpu",
-        "--processes",
-        str(processes),
-    ]
+    return train_command(
+        stages, out, settings, "--seed", "0", "--threads", "2", "--device", "cpu", "--processes", str(processes)
+    )
 
 
 def test_a_process_shares_a_batch_by_rows_and_weights_its_mean_loss_by_its_share():

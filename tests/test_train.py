@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from show_attend_tell import data, features, minibatch, text, train, validation, weight_average
+from show_attend_tell import data, minibatch, text, train, validation, weight_average
+from show_attend_tell.demo_stages import offline_features
 from show_attend_tell.distributed import World
 from show_attend_tell.errors import SatError
 from show_attend_tell.model import load_model
@@ -209,16 +210,7 @@ def test_a_vocabulary_of_another_encoding_is_refused(stages, tmp_path):
 def test_features_of_another_grid_are_refused_at_decoding(stages, tmp_path):
     run(stages, tmp_path, max_epochs=1)
     _, document = load_model(tmp_path / "model.pt")
-    features.extract(
-        stages / "images.csv",
-        tmp_path / "f96.h5",
-        encoder="efficientnet_lite0",
-        layer="blocks.4",
-        image_size=96,
-        batch_size=16,
-        workers=0,
-        progress=False,
-    )
+    offline_features(stages / "images.csv", tmp_path / "f96.h5", 96)
     with pytest.raises(SatError, match=r"grid: \[4, 4\] when trained, \[6, 6\] in"):
         data.check_features(document, data.Features(tmp_path / "f96.h5"))
 

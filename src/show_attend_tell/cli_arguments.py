@@ -93,17 +93,16 @@ def add_setting(
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add every sub-command, each with its arguments and the handler it runs, to ``sat``'s sub-parsers."""
 
-    def command(
-        name: str, func: Callable[[argparse.Namespace], None], help: str, *paths: str
-    ) -> argparse.ArgumentParser:
-        """A subcommand; ``paths`` are its positional file arguments, in order."""
+    def command(usage: str, func: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
+        """A subcommand from ``usage``: its name, then its positional file arguments in order (as ``--help`` shows)."""
+        name, *paths = usage.split()
         s = sub.add_parser(name, help=help, description=help)
         s.set_defaults(func=func)
         for path in paths:
             s.add_argument(path)
         return s
 
-    s = command("demo", run_demo, "generate the offline demo dataset (images, Karpathy JSON, object boxes)", "out")
+    s = command("demo out", run_demo, "generate the offline demo dataset (images, Karpathy JSON, object boxes)")
     s.add_argument("--train", type=int, required=True)
     s.add_argument("--val", type=int, required=True)
     s.add_argument("--test", type=int, required=True)
@@ -116,15 +115,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     s.add_argument("--md5", type=_optional_str, default=None)
     s.add_argument("--retries", type=int, default=5)
 
-    s = command("extract", run_unpack, "extract a zip or tar archive into a folder, atomically", "archive", "dest")
+    s = command("extract archive dest", run_unpack, "extract a zip or tar archive into a folder, atomically")
 
     s = command(
-        "prepare",
+        "prepare captions_json captions_csv images_csv",
         run_prepare,
         "captions JSON + images -> captions.csv and images.csv",
-        "captions_json",
-        "captions_csv",
-        "images_csv",
     )
     s.add_argument("--image-dirs", nargs="+", required=True)
     for key in ("tokenizer", "restval", "bad_images"):
@@ -132,33 +128,22 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     s.add_argument("--threads", type=int, default=2)
 
     s = command(
-        "vocab",
-        run_vocab,
-        "captions.csv -> vocab.csv (most frequent train words + specials)",
-        "captions_csv",
-        "vocab_csv",
+        "vocab captions_csv vocab_csv", run_vocab, "captions.csv -> vocab.csv (most frequent train words + specials)"
     )
     add_setting(s, "dataset_settings", "vocab_size", "--size")
 
     s = command(
-        "encode",
-        run_encode,
-        "captions.csv + vocab.csv -> captions.h5 (token ids)",
-        "captions_csv",
-        "vocab_csv",
-        "captions_h5",
+        "encode captions_csv vocab_csv captions_h5", run_encode, "captions.csv + vocab.csv -> captions.h5 (token ids)"
     )
     add_setting(s, "dataset_settings", "max_length")
 
     s = command(
-        "lengths",
+        "lengths captions_h5 lengths_json",
         run_lengths,
         "captions.h5 -> lengths.json (train caption length -> caption indices)",
-        "captions_h5",
-        "lengths_json",
     )
 
-    s = command("features", run_features, "images.csv -> CNN annotation vectors in HDF5", "images_csv", "out")
+    s = command("features images_csv out", run_features, "images.csv -> CNN annotation vectors in HDF5")
     add_setting(s, "features", "encoder")
     # Not the schema's blocks.6: that is the default encoder's layer, and `--encoder vgg19` alone must work.
     add_setting(s, "features", "layer", default=None)
@@ -179,23 +164,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
 
     s = command(
-        "merge-features",
-        run_merge_features,
-        "merge complete feature shards into one features file",
-        "images_csv",
-        "out",
+        "merge-features images_csv out", run_merge_features, "merge complete feature shards into one features file"
     )
     s.add_argument("shards", nargs="+")
 
     s = command(
-        "train",
+        "train captions_h5 vocab_csv captions_csv lengths_json features_h5",
         run_train,
         "train a soft or hard attention captioner; resumes from its checkpoint",
-        "captions_h5",
-        "vocab_csv",
-        "captions_csv",
-        "lengths_json",
-        "features_h5",
     )
     s.add_argument("--settings", required=True, help="training settings as a JSON object (config key `train`)")
     s.add_argument("--model", required=True, help="output: the selected model (.pt)")
@@ -214,14 +190,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
 
     s = command(
-        "decode",
+        "decode model features_h5 images_csv results_json attention_h5",
         run_decode,
         "caption a split's images by batched beam search: COCO results JSON + attention",
-        "model",
-        "features_h5",
-        "images_csv",
-        "results_json",
-        "attention_h5",
     )
     s.add_argument("--split", default="test")
     for key in ("beam_size", "max_length", "length_penalty", "batch_size"):
@@ -230,37 +201,26 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     s.add_argument("--device", default="auto")
 
     s = command(
-        "evaluate",
+        "evaluate results_json captions_csv metrics_csv",
         run_evaluate,
         "score a COCO results JSON: BLEU-1..4, METEOR, ROUGE-L, CIDEr, paper BLEU",
-        "results_json",
-        "captions_csv",
-        "metrics_csv",
     )
     s.add_argument("--split", default="test")
 
     s = command(
-        "figures",
+        "figures attention_h5 images_csv out_dir",
         run_figures,
         "attention figures (one panel per word) of a decoded split's first images",
-        "attention_h5",
-        "images_csv",
-        "out_dir",
     )
     s.add_argument("--count", type=int, default=4)
 
     s = command(
-        "grounding",
+        "grounding attention_h5 objects_json out_csv",
         run_grounding,
         "demo set: naming accuracy and pointing game from the object boxes",
-        "attention_h5",
-        "objects_json",
-        "out_csv",
     )
 
-    s = command(
-        "table1", run_table1, "the paper's Table 1 beside ours, as CSV and Markdown (printed)", "out_csv", "out_md"
-    )
+    s = command("table1 out_csv out_md", run_table1, "the paper's Table 1 beside ours, as CSV and Markdown (printed)")
     s.add_argument(
         "--row",
         nargs=6,

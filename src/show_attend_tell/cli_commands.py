@@ -87,11 +87,11 @@ def run_train(a: argparse.Namespace) -> None:
         a.captions_csv,
         a.lengths_json,
         a.features_h5,
+        settings=Settings.from_config(_json_argument(a.settings, "--settings")),
         model_out=a.model,
         log_csv=a.log_csv,
         curves_png=a.curves,
         checkpoint=a.checkpoint,
-        settings=Settings.from_config(_json_argument(a.settings, "--settings")),
         declared_gpus=a.gpus,
         **_options(a, "seed device threads progress"),
     )
