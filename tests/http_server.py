@@ -5,7 +5,8 @@ Faults are armed per file name and disarm themselves once used:
 ``fail_next[name] = [500, 503]`` answers the next requests with those statuses;
 ``hold[name] = event`` makes the next response wait for the event after its headers, as a slow download;
 ``ignore_range`` names files whose Range requests get the whole file (200), like servers without resume;
-``no_length`` names files sent without a Content-Length (the body ends where the connection closes).
+``no_length`` names files sent without a Content-Length (the body ends where the connection closes);
+``bad_length[name] = "abc"`` sends that Content-Length instead of the true one, as a broken server might.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class RangeServer:
         self.hold: dict[str, threading.Event] = {}
         self.ignore_range: set[str] = set()
         self.no_length: set[str] = set()
+        self.bad_length: dict[str, str] = {}
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
@@ -106,7 +108,7 @@ def _handler_for(server: RangeServer) -> type[BaseHTTPRequestHandler]:
             self._record(status, range_header)
             self.send_response(status)
             if name not in server.no_length:
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", server.bad_length.get(name, str(len(body))))
             if status == HTTPStatus.PARTIAL_CONTENT:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             self.send_header("Accept-Ranges", "bytes")

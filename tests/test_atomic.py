@@ -27,3 +27,47 @@ def test_a_partial_that_cannot_be_opened_is_one_clear_error(tmp_path):
     with pytest.raises(SatError, match=r"cannot write .*out.txt: Is a directory"):
         with atomic_output(tmp_path / "out.txt") as tmp:
             tmp.write_text("x")
+
+
+def test_a_file_output_named_like_an_existing_folder_is_refused_and_the_folder_kept(tmp_path):
+    folder = tmp_path / "existing_folder"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "work.txt").write_text("the user's")
+    with pytest.raises(SatError, match=r"existing_folder is a folder: refusing"):
+        with atomic_output(folder) as tmp:
+            tmp.write_text("vocab")
+    assert (folder / "sub" / "work.txt").read_text() == "the user's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing_folder"]
+
+
+def test_a_folder_output_replaces_an_empty_folder_or_one_written_here(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for text in ("first", "second"):  # empty, then the first run's own folder
+        with atomic_output(out, folder=True) as tmp:
+            tmp.mkdir()
+            (tmp / "a.txt").write_text(text)
+        assert sorted(p.name for p in out.iterdir()) == ["a.txt"]  # the mark adds no file
+        assert (out / "a.txt").read_text() == text
+
+
+def test_a_folder_output_never_replaces_a_folder_it_did_not_write(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "photo.jpg").write_text("the user's")
+    with pytest.raises(SatError, match=r"out is a folder this tool did not write: refusing"):
+        with atomic_output(out, folder=True) as tmp:
+            tmp.mkdir()
+    assert (out / "photo.jpg").read_text() == "the user's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_folder_written_here_that_the_user_added_to_is_kept(tmp_path):
+    out = tmp_path / "out"
+    with atomic_output(out, folder=True) as tmp:
+        tmp.mkdir()
+        (tmp / "a.txt").write_text("ours")
+    (out / "notes.txt").write_text("the user's")
+    with pytest.raises(SatError, match=r"did not write"), atomic_output(out, folder=True) as tmp:
+        tmp.mkdir()
+    assert (out / "notes.txt").read_text() == "the user's"

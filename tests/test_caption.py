@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -249,3 +250,33 @@ def test_the_sat_caption_command_prints_a_line_per_image_and_fails_softly(setup,
     assert len(list((tmp_path / "figs").glob("*.png"))) == 3
     assert main(["caption", str(tmp_path / "no_model.pt"), str(setup["photos"]), "--device", "cpu"]) == 1
     assert "error: cannot read the model file" in capsys.readouterr().err
+
+
+def test_a_figures_folder_that_is_an_input_or_inside_one_is_refused_before_any_work(setup, tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree(setup["photos"], photos)
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    for figures in (photos, photos / "figures"):
+        with pytest.raises(SatError, match=r"the figures folder .* is the input .*photos or inside it"):
+            caption(setup["model"], [photos], figures_dir=figures)
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
+
+
+def test_a_figure_path_holding_something_else_is_refused_and_kept(setup, tmp_path):
+    figures = tmp_path / "figures"
+    (figures / "b_beach.png").mkdir(parents=True)  # a folder where a figure would go
+    with pytest.raises(SatError, match=r"b_beach.png exists and is not an attention figure: refusing"):
+        caption(setup["model"], [setup["photos"]], figures_dir=figures)
+    (figures / "b_beach.png").rmdir()
+    shutil.copy(setup["photos"] / "b_beach.jpg", figures / "a_park.png")  # the user's own file
+    with pytest.raises(SatError, match=r"a_park.png exists and is not an attention figure"):
+        caption(setup["model"], [setup["photos"]], figures_dir=figures)
+    assert (figures / "a_park.png").read_bytes() == (setup["photos"] / "b_beach.jpg").read_bytes()
+    assert sorted(p.name for p in figures.iterdir()) == ["a_park.png"]
+
+
+def test_figures_of_an_earlier_run_are_overwritten(setup, tmp_path):
+    figures = tmp_path / "figures"
+    first = caption(setup["model"], [setup["photos"]], figures_dir=figures)
+    second = caption(setup["model"], [setup["photos"]], figures_dir=figures)
+    assert [r.figure for r in second] == [r.figure for r in first]

@@ -129,3 +129,21 @@ def test_a_string_that_is_not_of_the_wanted_type_is_still_named(config):
     config["datasets"]["coco"]["features"] = {"shards": "eight"}
     with pytest.raises(SatError, match="datasets.coco.features.shards: 'eight' is not of type 'integer'"):
         check(config, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "value, shown", [(float("nan"), "nan"), (float("inf"), "inf"), (".nan", "nan"), ("-.inf", "-inf")]
+)
+def test_nan_and_infinity_are_refused_though_the_schemas_ranges_let_them_pass(config, value, shown):
+    config["defaults"]["train"]["dropout"] = value  # a float, or a --config string that YAML reads as one
+    with pytest.raises(SatError) as error:
+        check(config, SCHEMA)
+    assert f"  defaults.train.dropout: {shown} is not a finite number" in str(error.value).splitlines()
+
+
+def test_nan_in_settings_given_by_hand_is_the_same_one_line(config):
+    import json
+
+    settings = train_settings(config, check(config, SCHEMA), "flickr8k", "soft") | json.loads('{"dropout": NaN}')
+    with pytest.raises(SatError, match=r"^invalid training settings .*dropout: nan is not a finite number$"):
+        Settings.from_config(settings)

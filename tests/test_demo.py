@@ -282,10 +282,9 @@ def test_error_mid_generation_leaves_no_folder(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_regenerating_replaces_the_folder(tmp_path):
+def test_regenerating_replaces_the_folder_it_wrote_but_not_one_holding_a_users_file(tmp_path):
     out = tmp_path / "out"
     generate(out, 3, 0, 0, image_size=64, progress=False)
-    (out / "stray.txt").write_text("old")
     generate(out, 1, 1, 0, image_size=64, progress=False)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
         "dataset_demo.json",
@@ -295,3 +294,7 @@ def test_regenerating_replaces_the_folder(tmp_path):
         "objects.json",
     ]
     assert list(tmp_path.iterdir()) == [out]
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SatError, match="did not write: refusing to replace it"):
+        generate(out, 2, 0, 0, image_size=64, progress=False)
+    assert (out / "notes.txt").read_text() == "mine" and len(list((out / "images").iterdir())) == 2

@@ -1,5 +1,6 @@
 """Archives arrive whole and verified, or not at all; interrupted downloads resume; bad archives are named."""
 
+import errno
 import hashlib
 import io
 import logging
@@ -255,6 +256,50 @@ def test_without_a_content_length_the_md5_still_verifies_the_download(tmp_path, 
 
     assert (tmp_path / "blob.bin").read_bytes() == data
     assert not caplog.records
+
+
+@pytest.mark.parametrize("length", ["abc", "-5", ""])
+def test_an_invalid_or_negative_content_length_is_taken_as_no_length(
+    tmp_path, blob, range_server_factory, length, caplog
+):
+    served, data, digest = blob
+    server = range_server_factory(served)
+    server.bad_length["blob.bin"] = length
+
+    with caplog.at_level(logging.WARNING):
+        fetch(server.url("blob.bin"), tmp_path / "blob.bin", digest, **FAST)
+
+    assert (tmp_path / "blob.bin").read_bytes() == data  # read to the end of the body, verified by its md5
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    "errno_, named, line",
+    [
+        (errno.EROFS, True, "error: {lock}: Read-only file system"),
+        (errno.ENOSPC, False, "error: No space left on device"),  # an OSError naming no file
+    ],
+)
+def test_sat_fetch_to_a_destination_that_cannot_be_written_is_one_error_line(
+    tmp_path, blob, monkeypatch, capsys, errno_, named, line
+):
+    import builtins
+
+    from show_attend_tell import download
+    from show_attend_tell.cli import main
+
+    served, _, _ = blob
+    dest = tmp_path / "out" / "blob.bin"
+    lock = dest.with_name("blob.bin.lock")
+
+    def unwritable(file, *args, **kwargs):
+        if Path(file) == lock:
+            raise OSError(errno_, os.strerror(errno_), *([str(lock)] if named else []))
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(download, "open", unwritable, raising=False)
+    assert main(["--no-progress", "fetch", str(served / "blob.bin"), str(dest)]) == 1
+    assert capsys.readouterr().err.splitlines() == [line.format(lock=lock)]
 
 
 # --- two fetches of the same file ----------------------------------------------------------------------------

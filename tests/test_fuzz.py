@@ -133,6 +133,10 @@ def test_model_files(tmp_path):
             torch.save(corrupt_structure(document, rng, odd), path)
         seen.add(outcome(load_model, path))
     assert seen == {"ok", "refused"}
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")  # truncated to nothing: torch raises a bare EOFError(), with no message
+    with pytest.raises(SatError, match=r"cannot read the model file .*empty.pt: EOFError"):
+        load_model(empty)
 
 
 def test_checkpoints(tmp_path):
@@ -155,6 +159,10 @@ def test_checkpoints(tmp_path):
         fresh = small_model()
         seen.add(outcome(checkpoint.load, path, fp, fresh, torch.optim.Adam(fresh.parameters())))
     assert "refused" in seen
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")  # truncated to nothing
+    with pytest.raises(SatError, match=r"cannot read the checkpoint .*empty.pt \(EOFError\); delete it"):
+        checkpoint.load(empty, fp, model, optimizer)
 
 
 def test_training_settings():

@@ -238,6 +238,12 @@ def test_a_file_that_is_not_json_is_a_clear_error(tmp_path):
         read_karpathy(tmp_path / "d.json")
 
 
+def test_json_nested_too_deeply_for_the_parser_is_one_clear_error(tmp_path):
+    (tmp_path / "d.json").write_text("[" * 100_000 + "]" * 100_000)  # valid JSON; the parser recurses per level
+    with pytest.raises(SatError, match=r"^\S*d.json is not valid JSON: nested too deeply$"):
+        read_karpathy(tmp_path / "d.json")
+
+
 @pytest.mark.skipif(not FLICKR8K_SAMPLE.is_dir(), reason="real Flickr8k sample (../shared/data) not present")
 def test_real_flickr8k_sample_prepares_all_split_images(tmp_path):
     with zipfile.ZipFile(FLICKR8K_SAMPLE / "caption_datasets.zip") as z:

@@ -8,7 +8,12 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import SatError
+from .errors import SatError, first_line
+
+# The nanoseconds of the modification time given to every folder written here: the mark that lets a later run
+# replace it. A mark rather than a file inside, since a folder's listing is the stage's output; adding or
+# removing an entry (the user's work) changes the time and so erases the mark.
+FOLDER_MARK_NS = 271_828_182
 
 
 def partial_path(path: str | os.PathLike) -> Path:
@@ -18,15 +23,18 @@ def partial_path(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, keep_partial: bool = False) -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike, keep_partial: bool = False, folder: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; on success rename it to ``path``, on failure remove it.
 
     ``keep_partial`` leaves the temporary file after a failure, for work that resumes from it.
-    Works for files and directories. A place that cannot be written (a read-only file system, a parent
-    that is a file) is a SatError naming the output, not a traceback.
+    ``folder``: the output is a directory. A file output never replaces a folder, and a folder output only
+    an empty one or one written here (marked), so a mistyped output name cannot delete the user's folder.
+    A place that cannot be written (a read-only file system, a parent that is a file) is a SatError naming
+    the output, not a traceback.
     """
     path = Path(path)
     tmp = partial_path(path)
+    _check_replaceable(path, folder)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -40,16 +48,42 @@ def atomic_output(path: str | os.PathLike, keep_partial: bool = False) -> Iterat
         if isinstance(e, OSError) and str(tmp) in f"{e.filename} {e}":
             raise _unwritable(path, e) from e
         raise
+    _check_replaceable(path, folder)  # again: the work may have taken long
     try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+        if folder:
+            _mark(tmp)
+        if _is_folder(path):
+            shutil.rmtree(path)  # empty, or written here: checked above
         os.replace(tmp, path)
     except OSError as e:
         raise _unwritable(path, e) from e
 
 
+def _is_folder(path: Path) -> bool:
+    """A real directory; a link to one is replaced as a link, its target left alone."""
+    return path.is_dir() and not path.is_symlink()
+
+
+def _check_replaceable(path: Path, folder: bool) -> None:
+    """Refuse to replace a folder with a file, or a folder this module did not write that holds anything."""
+    if not _is_folder(path):
+        return
+    if not folder:
+        raise SatError(f"{path} is a folder: refusing to replace it with a file (remove it, or name another output)")
+    if path.stat().st_mtime_ns % 10**9 != FOLDER_MARK_NS and any(path.iterdir()):
+        raise SatError(
+            f"{path} is a folder this tool did not write: refusing to replace it (remove it, or name another output)"
+        )
+
+
+def _mark(folder: Path) -> None:
+    """Give ``folder`` the modification time (now, to the second) that says this module wrote it."""
+    ns = int(folder.stat().st_mtime) * 10**9 + FOLDER_MARK_NS
+    os.utime(folder, ns=(ns, ns))
+
+
 def _unwritable(path: Path, e: OSError) -> SatError:
-    return SatError(f"cannot write {path}: {e.strerror or str(e).splitlines()[0]}")
+    return SatError(f"cannot write {path}: {e.strerror or first_line(e)}")
 
 
 def remove(path: str | os.PathLike) -> None:

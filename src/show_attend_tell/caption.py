@@ -19,7 +19,7 @@ from .decode import beam_search
 from .devices import resolve_device
 from .errors import SatError
 from .features import RANDOM_WEIGHTS, encode_batch, prepare_encoder
-from .figures import attention_figure
+from .figures import attention_figure, is_figure
 from .images import load_image
 from .model import Captioner, load_model
 
@@ -78,6 +78,11 @@ def caption_images(
     todo = [i for i in range(len(paths)) if i not in results]
     if not todo:
         raise _nothing_to_caption(inputs)
+    if figures_dir is not None:
+        _check_figures_dir(Path(figures_dir), inputs)
+        planned: set[str] = set()  # the names if every image reads; checked again as each is written
+        for i in todo:
+            _check_figure_path(Path(figures_dir) / f"{_unique_stem(paths[i].stem, planned)}.png")
     dev = resolve_device(device)
     model, document = load_model(model_pt, dev)
     trained, vocab = document["features"], document["vocab"]
@@ -102,6 +107,7 @@ def caption_images(
                 caption, figure = " ".join(words), None
                 if figures_dir is not None:
                     figure = Path(figures_dir) / f"{_unique_stem(paths[i].stem, stems)}.png"
+                    _check_figure_path(figure)
                     attention_figure(
                         image.permute(1, 2, 0).numpy(),
                         words,
@@ -132,6 +138,23 @@ def _nothing_to_caption(inputs: Sequence[str | Path]) -> SatError:
         f"{p}: " + (f"no image files ({' '.join(IMAGE_SUFFIXES)})" if Path(p).is_dir() else MISSING) for p in inputs
     ]
     return SatError("nothing to caption" + (":\n  " + "\n  ".join(reasons) if reasons else ": no inputs given"))
+
+
+def _check_figures_dir(figures_dir: Path, inputs: Sequence[str | Path]) -> None:
+    """Refuse a figures folder that is an input or inside one: figures would land among (and over) the photos."""
+    where = figures_dir.resolve()
+    for item in map(Path, inputs):
+        if where.is_relative_to(item.resolve()):
+            raise SatError(
+                f"the figures folder {figures_dir} is the input {item} or inside it: "
+                f"choose a folder apart from the images"
+            )
+
+
+def _check_figure_path(figure: Path) -> None:
+    """Refuse to overwrite anything at ``figure`` but an attention figure: it may be the user's own file."""
+    if (figure.exists() or figure.is_symlink()) and not is_figure(figure):
+        raise SatError(f"{figure} exists and is not an attention figure: refusing to overwrite it")
 
 
 def _checked_grid(model: Captioner, trained: dict, model_pt: str | Path) -> tuple[int, int]:

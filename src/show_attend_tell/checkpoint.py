@@ -19,7 +19,7 @@ import torch
 from .atomic import atomic_output
 from .data import FEATURE_KEYS, Captions, Features
 from .distributed import World
-from .errors import SatError
+from .errors import SatError, first_line
 from .model import plain
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,7 @@ def load(path: Path, fp: dict, model: torch.nn.Module, optimizer: torch.optim.Op
         state = torch.load(path, map_location="cpu", weights_only=True)
         changed = differences(state["fingerprint"], fp)
     except Exception as e:  # any unreadable or foreign file means the same thing
-        raise SatError(
-            f"cannot read the checkpoint {path} ({str(e).splitlines()[0]}); delete it to train from the start"
-        ) from e
+        raise SatError(f"cannot read the checkpoint {path} ({first_line(e)}); delete it to train from the start") from e
     if changed:
         raise SatError(
             f"the checkpoint {path} was written by a run with other settings or data:\n  "
@@ -102,7 +100,7 @@ def load(path: Path, fp: dict, model: torch.nn.Module, optimizer: torch.optim.Op
         progress = Progress(**state["progress"])
     except Exception as e:  # noqa: BLE001 - a file that matches the fingerprint but not the model
         raise SatError(
-            f"cannot continue the checkpoint {path} ({str(e).splitlines()[0]}); delete it to train from the start"
+            f"cannot continue the checkpoint {path} ({first_line(e)}); delete it to train from the start"
         ) from e
     log.info("resuming from %s: epoch %d, batch %d", path, progress.epoch + 1, progress.step)
     return progress

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from .cli_arguments import add_commands
-from .errors import SatError
+from .errors import SatError, first_line
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,12 +36,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.func(args) or 0
-    except (SatError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
-        # The OS errors: an input named on the command line that is missing or cannot be opened.
-        message = e if isinstance(e, SatError) else f"{e.filename}: {e.strerror}"
+    except (SatError, OSError) as e:
+        # The OS errors: an input named on the command line that is missing or cannot be opened, or a place
+        # that cannot take an output (disk full, read-only): the user's to fix, so no traceback.
+        message = e if isinstance(e, SatError) else os_error_message(e)
         rank = os.environ.get("RANK", "0")  # under torchrun every process reports; say which
         print(f"error{'' if rank == '0' else f' (process {rank})'}: {message}", file=sys.stderr)
         return 1
+
+
+def os_error_message(e: OSError) -> str:
+    """``FILE: reason``, or the reason alone when the error names no file (``e.filename`` is None)."""
+    reason = e.strerror or first_line(e)
+    return reason if e.filename is None else f"{e.filename}: {reason}"
 
 
 if __name__ == "__main__":

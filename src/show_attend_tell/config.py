@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,16 @@ def _problems(values: Any, schema: dict) -> list[str]:
     for error in errors:
         best = jsonschema.exceptions.best_match([error])
         problems.append(f"{_key(best.absolute_path)}: {best.message}")
-    return problems
+    return problems + _non_finite(values)
+
+
+def _non_finite(value: Any, path: tuple = ()) -> list[str]:
+    """``key: nan is not a finite number`` for each NaN or infinity below ``value``: JSON and YAML read them,
+    and they pass the schema, whose range checks are false comparisons for NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{_key(path)}: {value} is not a finite number"]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [problem for key, item in items for problem in _non_finite(item, (*path, key))]
 
 
 def validate(config: dict, schema: dict) -> None:

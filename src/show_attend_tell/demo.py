@@ -63,7 +63,7 @@ def generate(
     out_dir = Path(out_dir)
     images: list[dict] = []
     boxes: dict[str, list[dict]] = {}
-    with atomic_output(out_dir) as tmp:
+    with atomic_output(out_dir, folder=True) as tmp:
         remove(tmp)  # left over by a killed run
         (tmp / "images").mkdir(parents=True)
         for index in progress_bar(range(total), enabled=progress, desc="demo images", unit="img"):

@@ -23,6 +23,8 @@ from .images import load_image, read_images_csv
 log = logging.getLogger(__name__)
 
 COLUMNS = 5
+# A text chunk in every attention figure: what lets a later run overwrite a figure, and nothing else.
+FIGURE_MARK = {"Source": "show_attend_tell attention figure"}
 
 
 def upsample(alpha: np.ndarray, grid: tuple[int, int], size: int) -> np.ndarray:
@@ -59,8 +61,22 @@ def attention_figure(
     fig.suptitle(title or " ".join(words), fontsize=10)
     fig.tight_layout()
     with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})
+        fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None, **FIGURE_MARK})
     plt.close(fig)
+
+
+def is_figure(path: str | Path) -> bool:
+    """Whether ``path`` is a plain file that ``attention_figure`` wrote (so may be overwritten)."""
+    from PIL import Image
+
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with Image.open(path) as image:  # reads the header and the chunks before the pixels, not the pixels
+            return all(image.info.get(key) == value for key, value in FIGURE_MARK.items())
+    except Exception:  # noqa: BLE001 - anything unreadable as a PNG is not ours
+        return False
 
 
 def split_figures(attention_h5: str | Path, images_csv: str | Path, out_dir: str | Path, count: int) -> list[Path]:
@@ -82,7 +98,7 @@ def split_figures(attention_h5: str | Path, images_csv: str | Path, out_dir: str
     if not entries:
         raise SatError(f"{attention_h5} holds no captions to draw")
     written = []
-    with atomic_output(out_dir) as tmp:
+    with atomic_output(out_dir, folder=True) as tmp:
         tmp.mkdir()
         for image_id, index, caption, alphas in entries:
             image = load_image(paths[index], size).permute(1, 2, 0).numpy()

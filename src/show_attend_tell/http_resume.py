@@ -58,8 +58,7 @@ def transfer(url: str, part: Path, timeout: float, progress: bool) -> bool:
             raise Interrupted("the server resumed from the wrong offset; starting over")
         if have and not start:
             log.info("%s: the server ignored the request to resume; starting over", url)
-        length = response.headers.get("Content-Length")
-        expected = int(length) if length is not None else None
+        expected = _content_length(response.headers.get("Content-Length"))
         received = 0
         with (
             open(part, "ab" if start else "wb") as f,
@@ -80,6 +79,12 @@ def transfer(url: str, part: Path, timeout: float, progress: bool) -> bool:
     if expected is not None and received < expected:
         raise Interrupted(f"the connection closed after {start + received} of {start + expected} bytes")
     return expected is not None
+
+
+def _content_length(header: str | None) -> int | None:
+    """The body's length in bytes, or None when the header is missing or not a count (``abc``, negative):
+    a broken header says nothing about the body, so the transfer goes on as if it gave no length."""
+    return int(header) if header is not None and re.fullmatch(r"\s*\d+\s*", header) else None
 
 
 def _chunks(response: http.client.HTTPResponse) -> Iterator[bytes]:

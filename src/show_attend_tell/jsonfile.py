@@ -18,3 +18,5 @@ def read_json(path: str | Path, what: str) -> Any:
         raise SatError(f"{what} not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SatError(f"{path} is not valid JSON: {e}") from None
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise SatError(f"{path} is not valid JSON: nested too deeply") from None

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_output
-from .errors import SatError
+from .errors import SatError, first_line
 
 ATTENTIONS = ("soft", "hard")
 EXPECTED = -1  # the location "picked" by a row that uses the expected context
@@ -228,7 +228,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ca
         document = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - unreadable, truncated or carrying objects: all are refused
         raise SatError(
-            f"cannot read the model file {path}: {str(e).splitlines()[0]} (a file written by an earlier "
+            f"cannot read the model file {path}: {first_line(e)} (a file written by an earlier "
             "version of this workflow may hold numpy values: retrain it, or, if you trust it, load it "
             "with torch.load(..., weights_only=False) and write it again with "
             "show_attend_tell.model.save_model)"

@@ -29,7 +29,7 @@ def unpack(archive: str | os.PathLike, dest_dir: str | os.PathLike, progress: bo
         raise SatError(f"archive {archive} not found")
     remove(partial_path(dest_dir))
     try:
-        with atomic_output(dest_dir) as tmp:
+        with atomic_output(dest_dir, folder=True) as tmp:
             tmp.mkdir()
             # By content, not name: a download may be saved under any name.
             if zipfile.is_zipfile(archive):
