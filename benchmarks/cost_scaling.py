@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -55,9 +56,9 @@ import h5py
 import numpy as np
 import roofline
 import torch
-from feature_extraction import BatchClock, make_images, write_csv
+from feature_extraction import make_images, timed_extract, write_csv
 
-from show_attend_tell import features, heap, training_precision, weight_average
+from show_attend_tell import heap, training_precision, weight_average
 from show_attend_tell.checkpoint import Progress
 from show_attend_tell.config import SCHEMA, check, load_yaml, train_settings
 from show_attend_tell.data import Captions, Features, length_batches
@@ -251,10 +252,8 @@ def extract_one(args: argparse.Namespace, preset: Preset, shape: Shape, fraction
     pool = sorted((workdir.parent / "photos").glob("*.jpg"))
     write_csv(workdir / "images.csv", [pool[i % len(pool)] for i in range(n)])
     f = preset.features
-    clock = BatchClock(args.warmup)
-    features.encode_batch = clock
-    t0 = time.perf_counter()
-    features.extract(
+    clock, call_s = timed_extract(
+        args.warmup,
         workdir / "images.csv",
         workdir / "features.h5",
         encoder=f["encoder"],
@@ -265,10 +264,7 @@ def extract_one(args: argparse.Namespace, preset: Preset, shape: Shape, fraction
         threads=args.threads,
         device=args.device,
         pretrained=f["pretrained"],
-        progress=False,
     )
-    call_s = time.perf_counter() - t0
-    features.encode_batch = clock.encode
     steady = len(clock.done) >= args.warmup + 2
     rate = clock.rate() if steady else n / call_s
     return {
@@ -312,6 +308,19 @@ def show(fraction: float) -> str:
     return str(simple) if math.isclose(simple, fraction) else f"{fraction:g}"
 
 
+def each_size(
+    task: str, fractions: list[float], workdir: Path, prepare: Callable[[float], None] | None = None
+) -> Iterator[tuple[float, dict]]:
+    """(fraction, what its child process measured) for each size, in a fresh ``workdir`` made by ``prepare``."""
+    for fraction in fractions:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if prepare:
+            prepare(fraction)
+        measured = run_child(task, fraction, workdir)
+        shutil.rmtree(workdir)
+        yield fraction, measured
+
+
 def training_table(args: argparse.Namespace, preset: Preset, shape: Shape, workdir: Path) -> None:
     s = preset.settings
     print(
@@ -325,11 +334,11 @@ def training_table(args: argparse.Namespace, preset: Preset, shape: Shape, workd
         f"{'s/1000 capt':>11s} {'peak RSS MB':>11s}  precision  features  timed"
     )
     rows = []
-    for fraction in args.fractions:
-        workdir.mkdir(parents=True, exist_ok=True)
+
+    def synthetic_features(fraction: float) -> None:
         write_features(workdir / "features.h5", image_splits(shape, fraction), preset.locations, preset.feature_dim, 0)
-        r = run_child("train", fraction, workdir)
-        shutil.rmtree(workdir)
+
+    for fraction, r in each_size("train", args.fractions, workdir, synthetic_features):
         rows.append(r)
         fit = f"{r['timed']} batches, a={r['a'] * 1e3:.1f} ms, b={r['b'] * 1e6:.2f} us/token"
         timed = "whole epoch" if r["whole"] else fit
@@ -360,10 +369,7 @@ def extraction_table(args: argparse.Namespace, preset: Preset, shape: Shape, wor
         f"{'peak RSS MB':>11s} {'worker MB':>9s}  extracted"
     )
     rows = []
-    for fraction in args.fractions:
-        workdir.mkdir(parents=True, exist_ok=True)
-        r = run_child("extract", fraction, workdir)
-        shutil.rmtree(workdir)
+    for fraction, r in each_size("extract", args.fractions, workdir):
         rows.append(r)
         how = "all"
         if r["extracted"] < r["images"]:

@@ -23,6 +23,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import roofline
@@ -61,6 +62,18 @@ def write_csv(path: Path, images: list[Path]) -> None:
         writer.writerow(COLUMNS)
         for i, image in enumerate(images):
             writer.writerow([i, i, "train", image.name, str(image)])
+
+
+def timed_extract(warmup: int, images_csv: Path, out: Path, **options: Any) -> tuple[BatchClock, float]:
+    """``features.extract`` with its batches clocked (``warmup`` left out of the rate), and the call's seconds."""
+    clock = BatchClock(warmup)
+    features.encode_batch = clock
+    t0 = time.perf_counter()
+    try:
+        features.extract(images_csv, out, progress=False, **options)
+    finally:
+        features.encode_batch = clock.encode
+    return clock, time.perf_counter() - t0
 
 
 def bare_forward(args: argparse.Namespace, device: torch.device) -> tuple[float, roofline.Count]:
@@ -154,10 +167,8 @@ def main() -> None:
         write_csv(tmp / "images.csv", images)
         # Alternate the two measurements: this machine's speed drifts by 10-20% between minutes and processes.
         for _ in range(args.repeats):
-            clock = BatchClock(args.warmup)
-            features.encode_batch = clock
-            t0 = time.perf_counter()
-            features.extract(
+            clock, seconds = timed_extract(
+                args.warmup,
                 tmp / "images.csv",
                 tmp / "features.h5",
                 encoder=args.encoder,
@@ -168,10 +179,8 @@ def main() -> None:
                 threads=args.threads,
                 device=args.device,
                 pretrained=not args.random_weights,
-                progress=False,
             )
-            wall.append(len(images) / (time.perf_counter() - t0))
-            features.encode_batch = clock.encode
+            wall.append(len(images) / seconds)
             loop.append(clock.rate())
             rate, bare_flops = bare_forward(args, device)
             bare.append(rate)
