@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from show_attend_tell.atomic import atomic_output
+from show_attend_tell.atomic import atomic_output, save_torch
 from show_attend_tell.errors import SatError
 
 
@@ -71,3 +72,19 @@ def test_a_folder_written_here_that_the_user_added_to_is_kept(tmp_path):
     with pytest.raises(SatError, match=r"did not write"), atomic_output(out, folder=True) as tmp:
         tmp.mkdir()
     assert (out / "notes.txt").read_text() == "the user's"
+
+
+def test_a_folder_that_takes_no_new_files_is_refused_before_the_work_starts():
+    started = []
+    with pytest.raises(SatError, match=r"cannot write /proc/self/model.pt: "):
+        with atomic_output("/proc/self/model.pt"):
+            started.append(True)
+    assert not started
+
+
+def test_a_full_disk_while_saving_weights_is_one_clear_error_and_leaves_nothing(tmp_path):
+    (tmp_path / "model.pt.partial").symlink_to("/dev/full")  # every write to it fails with ENOSPC
+    with pytest.raises(SatError, match=r"cannot write .*model.pt: No space left on device"):
+        with atomic_output(tmp_path / "model.pt") as tmp:
+            save_torch({"weights": torch.zeros(100_000)}, tmp)
+    assert list(tmp_path.iterdir()) == []

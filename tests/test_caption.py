@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,6 +163,13 @@ def test_batch_size_does_not_change_captions(setup):
 def test_an_explicitly_named_non_image_is_an_error_entry(setup):
     results = caption(setup["model"], [setup["photos"] / "notes.txt", setup["good"][0]])
     assert results[0].caption is None and "cannot read image" in results[0].error
+    assert results[1].error is None and results[1].caption is not None
+
+
+def test_a_named_pipe_is_an_error_entry_not_a_wait_for_a_writer(setup, tmp_path):
+    os.mkfifo(tmp_path / "photo.jpg")  # opening it to read would block until something writes to it
+    results = caption(setup["model"], [tmp_path / "photo.jpg", setup["good"][0]])
+    assert results[0].caption is None and "not a regular file" in results[0].error
     assert results[1].error is None and results[1].caption is not None
 
 

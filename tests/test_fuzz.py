@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from test_model_files import FEATURES, small_model
+from test_model_files import FEATURES, VOCAB, small_model
 
 from show_attend_tell import checkpoint, config, prepare
 from show_attend_tell.distributed import World
@@ -121,7 +121,7 @@ def test_model_files(tmp_path):
     rng, seen = random.Random(3), set()
     model = small_model()
     good = tmp_path / "good.pt"
-    save_model(good, model, model.state_dict(), vocab=[str(i) for i in range(10)], features=FEATURES)
+    save_model(good, model, model.state_dict(), vocab=VOCAB, features=FEATURES)
     data = good.read_bytes()
     document = torch.load(good, weights_only=True)
     odd = [*ODD_VALUES, torch.zeros(3), torch.zeros(2, 2, dtype=torch.long)]

@@ -10,6 +10,7 @@ from test_train import run
 
 from show_attend_tell.errors import SatError
 from show_attend_tell.model import MODEL_FORMAT, Captioner, ModelConfig, load_model, save_model
+from show_attend_tell.text import SPECIALS
 
 
 class RunsCode:
@@ -24,6 +25,7 @@ class RunsCode:
 
 FEATURES = {"encoder": "efficientnet_lite0", "layer": "blocks.6", "weights": "imagenet", "image_size": 64, "dim": 6,
             "grid": [2, 2], "images_sha256": "0" * 64}  # fmt: skip
+VOCAB = [*SPECIALS, "a", "dog", "runs", "on", "the", "grass"]
 
 
 def small_model() -> Captioner:
@@ -38,23 +40,23 @@ def test_a_model_file_carrying_code_is_refused_without_running_it(tmp_path):
             "format": MODEL_FORMAT,
             "config": model.config.to_dict(),
             "state_dict": model.state_dict(),
-            "vocab": [str(i) for i in range(10)],
+            "vocab": VOCAB,
             "features": {},
             "payload": RunsCode(marker),
         },
         tmp_path / "model.pt",
     )
-    with pytest.raises(SatError, match="cannot read the model file .*model.pt: Weights only load failed"):
+    with pytest.raises(SatError, match="refusing the model file .*model.pt: it holds Python objects .* could run code"):
         load_model(tmp_path / "model.pt")
     assert not marker.exists()
 
 
 def test_a_model_file_as_training_writes_it_loads(tmp_path):
     model = small_model()
-    save_model(tmp_path / "model.pt", model, model.state_dict(), vocab=[str(i) for i in range(10)], features=FEATURES)
+    save_model(tmp_path / "model.pt", model, model.state_dict(), vocab=VOCAB, features=FEATURES)
     loaded, document = load_model(tmp_path / "model.pt")
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
-    assert document["vocab"] == [str(i) for i in range(10)]
+    assert document["vocab"] == VOCAB
 
 
 @pytest.mark.parametrize(
@@ -72,11 +74,12 @@ def test_a_model_file_as_training_writes_it_loads(tmp_path):
         (lambda d: d["config"].update(hidden_dim=-5), "its config needs positive integer"),
         (lambda d: d["state_dict"].update({"out.bias": torch.zeros(10, dtype=torch.long)}), "not a table of float32"),
         (lambda d: d.update(vocab=list(range(10))), "its vocab is not a list of words"),
+        (lambda d: d.update(vocab=VOCAB[::-1]), "its vocabulary does not begin with <pad>, <start>, <end>, <unk>"),
     ],
 )
 def test_an_inconsistent_model_file_gets_one_line_naming_what_is_wrong(tmp_path, change, message):
     model = small_model()
-    save_model(tmp_path / "model.pt", model, model.state_dict(), vocab=[str(i) for i in range(10)], features=FEATURES)
+    save_model(tmp_path / "model.pt", model, model.state_dict(), vocab=VOCAB, features=FEATURES)
     document = torch.load(tmp_path / "model.pt", weights_only=True)
     change(document)
     torch.save(document, tmp_path / "model.pt")

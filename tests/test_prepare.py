@@ -154,6 +154,10 @@ def test_an_empty_caption_is_a_clear_error(dataset):
             r"images\[0\] \(a\.jpg\): 'imgid' is 1.5",
         ),
         (
+            {"images": [{"filename": "a.jpg", "split": "train", "cocoid": 10**30, "sentences": [{"raw": "a"}]}]},
+            f"'cocoid' is {10**30}, beyond a 64-bit integer column",
+        ),
+        (
             {"images": [{"filename": "a.jpg", "split": "train", "cocoid": None, "sentences": [{"raw": "a"}]}]},
             "'cocoid' is None",
         ),
@@ -217,6 +221,24 @@ def test_an_image_in_two_splits_is_refused_as_a_leak(dataset, twin, leak):
     with pytest.raises(SatError, match=r"1 images are listed in more than one split .*a leak") as error:
         run(tmp_path, path)
     assert f"\n  {leak}" in str(error.value)
+    assert not (tmp_path / "captions.csv").exists() and not (tmp_path / "images.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "twin, listed",
+    [
+        (entry(7, "train", "a.jpg"), "a.jpg: 2 times in train"),
+        (entry(0, "train", "e.jpg"), "id 0: a.jpg in train, e.jpg in train"),
+    ],
+    ids=["same-file", "same-id-other-file"],
+)
+def test_an_image_listed_twice_in_one_split_is_refused(dataset, twin, listed):
+    tmp_path, path, images = dataset
+    make_image(tmp_path / "img" / twin["filename"])
+    rewrite(path, images + [twin])
+    with pytest.raises(SatError, match=r"1 images are listed more than once in one split .*count twice") as error:
+        run(tmp_path, path)
+    assert f"\n  {listed}" in str(error.value)
     assert not (tmp_path / "captions.csv").exists() and not (tmp_path / "images.csv").exists()
 
 

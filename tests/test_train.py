@@ -188,6 +188,24 @@ def test_an_unreadable_checkpoint_says_to_delete_it(stages, tmp_path):
         run(stages, tmp_path)
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [{"epoch": 5}, {"best_epoch": 0}, {"step": -3}, {"best_state": {"embed.weight": torch.zeros(2, 2)}}],
+    ids=["epochs-without-logs", "best-epoch-without-weights", "negative-batch", "weights-of-another-model"],
+)
+def test_an_edited_checkpoint_is_refused_not_turned_into_a_model(stages, tmp_path, monkeypatch, edit):
+    with monkeypatch.context() as m:
+        sigterm_at_batch(m, 2)
+        with pytest.raises(SatError, match="stopped by SIGTERM"):
+            run(stages, tmp_path)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state["progress"].update(edit)
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(SatError, match="cannot continue the checkpoint .*; delete it to train from the start"):
+        run(stages, tmp_path)
+    assert not (tmp_path / "model.pt").exists()
+
+
 def test_nan_loss_stops_with_where_it_happened_and_writes_no_model(stages, tmp_path):
     broken = tmp_path / "features.h5"
     shutil.copy(stages / "features.h5", broken)

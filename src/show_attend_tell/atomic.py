@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import SatError, first_line
 
@@ -14,6 +17,8 @@ from .errors import SatError, first_line
 # replace it. A mark rather than a file inside, since a folder's listing is the stage's output; adding or
 # removing an entry (the user's work) changes the time and so erases the mark.
 FOLDER_MARK_NS = 271_828_182
+# Errors of the place written to, whichever file they name (a full disk names none).
+_PLACE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 def partial_path(path: str | os.PathLike) -> Path:
@@ -37,6 +42,7 @@ def atomic_output(path: str | os.PathLike, keep_partial: bool = False, folder: b
     _check_replaceable(path, folder)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()  # fail before the work, not after it
     except OSError as e:
         raise _unwritable(path, e) from e
     try:
@@ -45,7 +51,7 @@ def atomic_output(path: str | os.PathLike, keep_partial: bool = False, folder: b
         if not keep_partial:
             with contextlib.suppress(OSError):
                 remove(tmp)
-        if isinstance(e, OSError) and str(tmp) in f"{e.filename} {e}":
+        if isinstance(e, OSError) and (e.errno in _PLACE_ERRORS or str(tmp) in f"{e.filename} {e}"):
             raise _unwritable(path, e) from e
         raise
     _check_replaceable(path, folder)  # again: the work may have taken long
@@ -57,6 +63,15 @@ def atomic_output(path: str | os.PathLike, keep_partial: bool = False, folder: b
         os.replace(tmp, path)
     except OSError as e:
         raise _unwritable(path, e) from e
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through a Python file, so that a full disk is an OSError like any other write
+    (torch's own file writer reports it as a RuntimeError about zip positions)."""
+    import torch
+
+    with open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def _is_folder(path: Path) -> bool:

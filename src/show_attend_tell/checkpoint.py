@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_output
+from .atomic import atomic_output, save_torch
 from .data import FEATURE_KEYS, Captions, Features
 from .distributed import World
 from .errors import SatError, first_line
@@ -76,7 +76,7 @@ def save(
             "progress": plain(vars(progress)),
         }
         with atomic_output(path) as tmp:
-            torch.save(state, tmp)
+            save_torch(state, tmp)
     world.barrier()
 
 
@@ -98,9 +98,27 @@ def load(path: Path, fp: dict, model: torch.nn.Module, optimizer: torch.optim.Op
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         progress = Progress(**state["progress"])
+        _check(progress, model.state_dict())
     except Exception as e:  # noqa: BLE001 - a file that matches the fingerprint but not the model
         raise SatError(
             f"cannot continue the checkpoint {path} ({first_line(e)}); delete it to train from the start"
         ) from e
     log.info("resuming from %s: epoch %d, batch %d", path, progress.epoch + 1, progress.step)
     return progress
+
+
+def _check(progress: Progress, weights: dict[str, torch.Tensor]) -> None:
+    """ValueError unless ``progress`` is one that training itself could have saved (a best epoch with its
+    weights among the epochs done), so that an edited file cannot end in a model without weights."""
+    done = progress.epoch
+    if not (isinstance(done, int) and 0 <= done == len(progress.rows) and isinstance(progress.step, int)):
+        raise ValueError(f"epoch {done!r} with {len(progress.rows)} logged epochs")
+    if progress.step < 0:
+        raise ValueError(f"batch {progress.step} of the epoch")
+    if (progress.best_state is None) != (progress.best_epoch == -1) or not -1 <= progress.best_epoch < done:
+        raise ValueError(
+            f"best epoch {progress.best_epoch!r} of {done}, with weights: {progress.best_state is not None}"
+        )
+    for kept in (progress.best_state, progress.average):
+        if kept is not None and {k: v.shape for k, v in kept.items()} != {k: v.shape for k, v in weights.items()}:
+            raise ValueError("kept weights that do not fit the model")

@@ -7,6 +7,8 @@ so a photo given to ``sat caption`` meets the encoder exactly as the training im
 from __future__ import annotations
 
 import csv
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,10 +40,17 @@ def preprocess(image: Image.Image, image_size: int) -> torch.Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
+def open_image(path: str | Path) -> Image.Image:
+    """``Image.open`` of a regular file only: reading a named pipe or a device would wait or never end."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError("not a regular file (a pipe, device or socket)")
+    return Image.open(path)
+
+
 def load_image(path: str | Path, image_size: int) -> torch.Tensor:
     """Decode ``path`` and preprocess it; big JPEGs are decoded at 1/2, 1/4 or 1/8 scale, which costs far less."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.draft("RGB", _resized(image.size, image_size))
             return preprocess(image, image_size)
     # What Pillow raises for missing, truncated or bad files, and for pixel counts too large to decode safely.

@@ -15,6 +15,7 @@ all steps after the loop, in one product over the vocabulary.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import atomic_output
+from .atomic import atomic_output, save_torch
 from .errors import SatError, first_line
+from .text import SPECIALS
 
 ATTENTIONS = ("soft", "hard")
 EXPECTED = -1  # the location "picked" by a row that uses the expected context
@@ -214,7 +216,7 @@ def save_model(path: str | Path, model: Captioner, state_dict: dict[str, torch.T
     document = plain({"format": MODEL_FORMAT, "config": model.config.to_dict(), **about})
     document["state_dict"] = state_dict
     with atomic_output(path) as tmp:
-        torch.save(document, tmp)
+        save_torch(document, tmp)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Captioner, dict]:
@@ -226,13 +228,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ca
     """
     try:
         document = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - unreadable, truncated or carrying objects: all are refused
+    except pickle.UnpicklingError as e:  # what weights_only raises for anything but tensors and plain values
         raise SatError(
-            f"cannot read the model file {path}: {first_line(e)} (a file written by an earlier "
-            "version of this workflow may hold numpy values: retrain it, or, if you trust it, load it "
-            "with torch.load(..., weights_only=False) and write it again with "
-            "show_attend_tell.model.save_model)"
+            f"refusing the model file {path}: it holds Python objects other than tensors and plain values, "
+            "which could run code when loaded (a model file of an earlier version of this workflow: retrain it)"
         ) from e
+    except Exception as e:  # noqa: BLE001 - unreadable or truncated: all are refused
+        raise SatError(f"cannot read the model file {path}: {first_line(e)}") from e
     if not isinstance(document, dict) or document.get("format") != MODEL_FORMAT:
         raise SatError(f"{path} is not a model file written by this workflow ({MODEL_FORMAT})")
     missing = [k for k in ("config", "state_dict", "vocab", "features") if k not in document]
@@ -272,6 +274,8 @@ def _document_problem(document: dict) -> str | None:
         return "its vocab is not a list of words"
     if len(vocab) != config["vocab_size"]:
         return f"{len(vocab)} words in its vocabulary, {config['vocab_size']} in its config"
+    if tuple(vocab[: len(SPECIALS)]) != SPECIALS:
+        return f"its vocabulary does not begin with {', '.join(SPECIALS)} (decoding starts and ends at them)"
     if not isinstance(features, dict):
         return "its features entry is not a table"
     wrong = [k for k, kind in FEATURE_TYPES.items() if not isinstance(features.get(k), kind)]

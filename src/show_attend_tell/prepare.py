@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
-from PIL import Image
 
 from .atomic import atomic_output
 from .errors import SatError
+from .images import open_image
 from .jsonfile import read_json
 from .progress import progress_bar
 from .text import tokenize
@@ -77,6 +77,8 @@ def _id_problem(entry: dict, fields: tuple[str, ...]) -> str | None:
     for field in (f for f in fields if f in entry):
         if isinstance(entry[field], bool) or not isinstance(entry[field], int):
             return f"'{field}' is {entry[field]!r}, expected an integer"
+        if not -(2**63) <= entry[field] < 2**63:
+            return f"'{field}' is {entry[field]}, beyond a 64-bit integer column"
     return None
 
 
@@ -96,20 +98,25 @@ def _split(image: dict) -> str:
     return "train" if image["split"] == "restval" else image["split"]
 
 
-def _split_leaks(images: list[dict]) -> list[str]:
-    """The images listed in more than one split, by file and by id: scores on such a split would be inflated."""
+def _repeats(images: list[dict]) -> tuple[list[str], list[str]]:
+    """(leaks, twins): images listed in more than one split, which would inflate that split's scores, and
+    images listed twice within one split, whose captions would count twice; by file and by id."""
     by_file, by_id = defaultdict(list), defaultdict(list)
     for image in images:
         by_file[_file(image)].append(image)
         if (image_id := _declared_id(image)) is not None:
             by_id[image_id].append(image)
-    leaks = [f"{file}: in {' and '.join(_splits(group))}" for file, group in by_file.items() if len(_splits(group)) > 1]
-    # An id shared by one file only is listed above already.
-    return leaks + [
-        f"id {image_id}: " + ", ".join(f"{relative_path(im)} in {_split(im)}" for im in group)
-        for image_id, group in by_id.items()
-        if len(_splits(group)) > 1 and len({_file(im) for im in group}) > 1
-    ]
+    leaks, twins = [], []
+    for file, group in by_file.items():
+        if len(_splits(group)) > 1:
+            leaks.append(f"{file}: in {' and '.join(_splits(group))}")
+        elif len(group) > 1:
+            twins.append(f"{file}: {len(group)} times in {_split(group[0])}")
+    for image_id, group in by_id.items():
+        if len({_file(im) for im in group}) > 1:  # an id shared by one file only is listed above already
+            listed = f"id {image_id}: " + ", ".join(f"{relative_path(im)} in {_split(im)}" for im in group)
+            (leaks if len(_splits(group)) > 1 else twins).append(listed)
+    return leaks, twins
 
 
 def _file(image: dict) -> str:
@@ -136,7 +143,7 @@ def image_problem(path: Path | None) -> str | None:
     if path is None:
         return "missing"
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             # libjpeg decodes at 1/8 scale here: a full pass over the data at a fraction of the cost.
             im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
             im.load()
@@ -170,10 +177,16 @@ def prepare(
     dirs = [Path(d) for d in image_dirs]
     if restval == "drop":
         images = [im for im in images if im["split"] != "restval"]
-    if leaks := _split_leaks(images):
+    leaks, twins = _repeats(images)
+    if leaks:
         raise SatError(
             f"{len(leaks)} images are listed in more than one split of {captions_json} (a leak: "
             f"the splits must not share images):\n{_listing(leaks)}"
+        )
+    if twins:
+        raise SatError(
+            f"{len(twins)} images are listed more than once in one split of {captions_json} (their "
+            f"captions would count twice; ids must name one file each):\n{_listing(twins)}"
         )
     paths = [locate(relative_path(im), dirs) for im in images]
     with ThreadPoolExecutor(max(1, threads)) as pool:
