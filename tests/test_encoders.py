@@ -85,6 +85,8 @@ GRIDS_224 = {
     ("efficientnet_lite0", "blocks.6"): (7, 7, 320),
     ("efficientnet_lite2", "blocks.4"): (14, 14, 120),
     ("efficientnet_lite2", "blocks.6"): (7, 7, 352),
+    ("efficientnet_lite0", "head"): (7, 7, 1280),
+    ("efficientnet_lite2", "head"): (7, 7, 1280),
 }
 
 
@@ -129,6 +131,15 @@ def test_lite_trunk_equals_the_classifier_up_to_its_layer(lite):
     with torch.inference_mode():
         expected = classifier.blocks[:5](classifier.bn1(classifier.conv_stem(x)))
         assert torch.equal(trunk(x), expected)
+
+
+def test_lite_head_is_the_map_the_classifier_pools(lite):
+    name, classifier = lite
+    head = encoders.build(name, "head")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        pooled = head(x).mean(dim=(2, 3))
+        assert torch.allclose(classifier.classifier(pooled), classifier(x), atol=1e-5)
 
 
 def test_random_weights_are_reproducible_and_leave_the_global_generator_alone():

