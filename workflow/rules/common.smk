@@ -54,12 +54,24 @@ def feature_shards(wildcards) -> list[str]:
     return [f"{folder}/{wildcards.encoder}.{k}-of-{n}.h5" for k in range(n)]
 
 
+def shard_option(wildcards) -> list[str]:
+    return ["--shard", f"{wildcards.k}/{wildcards.n}"]
+
+
+def archive_file(wildcards) -> str:
+    return f"{DATA}/archives/{STEMS[wildcards.stem]}"
+
+
 def random_weights_option(wildcards) -> list[str]:
     return [] if DATASETS[wildcards.dataset]["features"]["pretrained"] else ["--random-weights"]
 
 
 def features_path(dataset: str) -> str:
     return f"{RESULTS}/{dataset}/features/{DATASETS[dataset]['features']['encoder']}.h5"
+
+
+def features_file(wildcards) -> str:
+    return features_path(wildcards.dataset)
 
 
 def training_processes(wildcards, resources) -> int:

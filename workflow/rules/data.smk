@@ -49,7 +49,7 @@ rule fetch:
 rule extract:
     """Unpack an archive into its own folder, atomically."""
     input:
-        lambda wc: f"{DATA}/archives/{STEMS[wc.stem]}",
+        archive_file,
     output:
         directory(f"{DATA}/extracted/{{stem}}"),
     log:

@@ -5,7 +5,7 @@ rule decode:
     """The selected model captions every image of a split: COCO results JSON + attention HDF5."""
     input:
         model=f"{RESULTS}/{{dataset}}/{{model}}/model.pt",
-        features=lambda wc: features_path(wc.dataset),
+        features=features_file,
         images=f"{RESULTS}/{{dataset}}/images.csv",
     output:
         captions=f"{RESULTS}/{{dataset}}/{{model}}/captions_{{split}}.json",

@@ -49,7 +49,7 @@ use rule features as features_shard with:
         k=r"\d+",
         n=r"\d+",
     params:
-        shard=lambda wc: ["--shard", f"{wc.k}/{wc.n}"],
+        shard=shard_option,
 
 
 rule merge_features:

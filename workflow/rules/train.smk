@@ -10,7 +10,7 @@ rule train:
         vocab=f"{RESULTS}/{{dataset}}/vocab.csv",
         table=f"{RESULTS}/{{dataset}}/captions.csv",
         lengths=f"{RESULTS}/{{dataset}}/lengths.json",
-        features=lambda wc: features_path(wc.dataset),
+        features=features_file,
     output:
         model=f"{RESULTS}/{{dataset}}/{{model}}/model.pt",
         log_csv=f"{RESULTS}/{{dataset}}/{{model}}/train_log.csv",
