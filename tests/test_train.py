@@ -206,6 +206,20 @@ def test_an_edited_checkpoint_is_refused_not_turned_into_a_model(stages, tmp_pat
     assert not (tmp_path / "model.pt").exists()
 
 
+def test_outputs_that_cannot_be_written_stop_training_before_it_starts(stages, tmp_path):
+    with pytest.raises(SatError, match="cannot write /proc/self/model.pt"):
+        train.train(
+            *(stages / name for name in ("captions.h5", "vocab.csv", "captions.csv", "lengths.json", "features.h5")),
+            model_out="/proc/self/model.pt",
+            log_csv=tmp_path / "train_log.csv",
+            curves_png=tmp_path / "curves.png",
+            checkpoint=tmp_path / "checkpoint.pt",
+            settings=Settings.from_config(TINY),
+            progress=False,
+        )
+    assert list(tmp_path.iterdir()) == []  # no epoch ran: no checkpoint
+
+
 def test_nan_loss_stops_with_where_it_happened_and_writes_no_model(stages, tmp_path):
     broken = tmp_path / "features.h5"
     shutil.copy(stages / "features.h5", broken)

@@ -39,12 +39,7 @@ def atomic_output(path: str | os.PathLike, keep_partial: bool = False, folder: b
     """
     path = Path(path)
     tmp = partial_path(path)
-    _check_replaceable(path, folder)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path.parent).close()  # fail before the work, not after it
-    except OSError as e:
-        raise _unwritable(path, e) from e
+    check_writable(path, folder)
     try:
         yield tmp
     except BaseException as e:
@@ -61,6 +56,18 @@ def atomic_output(path: str | os.PathLike, keep_partial: bool = False, folder: b
         if _is_folder(path):
             shutil.rmtree(path)  # empty, or written here: checked above
         os.replace(tmp, path)
+    except OSError as e:
+        raise _unwritable(path, e) from e
+
+
+def check_writable(path: str | os.PathLike, folder: bool = False) -> None:
+    """SatError unless ``path`` can be written as an output (its folder made, a file created in it, no folder
+    of the user's in the way): long work checks its outputs first, so it does not fail only at the end."""
+    path = Path(path)
+    _check_replaceable(path, folder)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()
     except OSError as e:
         raise _unwritable(path, e) from e
 

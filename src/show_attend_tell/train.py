@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from . import checkpoint, epoch_log, training_job, validation, weight_average
-from .atomic import atomic_output, remove
+from .atomic import atomic_output, check_writable, remove
 from .checkpoint import Progress
 from .data import FEATURE_KEYS, length_batches
 from .distributed import join, leave
@@ -66,6 +66,9 @@ def train(
     """
     world = join(device, declared_gpus)
     try:
+        if world.main:  # the outputs first, so that a place that takes no files fails now, not after training
+            for output in (model_out, log_csv, curves_png, checkpoint):
+                check_writable(output)
         files = Inputs(captions_h5, vocab_csv, captions_csv, lengths_json, features_h5)
         run = training_job.start(
             files, settings, seed, world, Path(checkpoint), threads=threads, progress=progress and world.main
