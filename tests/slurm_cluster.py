@@ -128,8 +128,8 @@ NodeName={host} CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
 PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)
     cluster = Cluster(root, conf)
-    if SYSTEM_CONF.is_symlink() and not SYSTEM_CONF.exists():
-        SYSTEM_CONF.unlink()  # left by an earlier test session that was killed
+    if SYSTEM_CONF.is_symlink() and not (SYSTEM_CONF.resolve().parent / "munge.socket").exists():
+        SYSTEM_CONF.unlink()  # the link of an earlier test session killed before it could remove it
     if not SYSTEM_CONF.exists():
         SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
         SYSTEM_CONF.symlink_to(conf)
