@@ -110,15 +110,12 @@ def load(path: Path, fp: dict, model: torch.nn.Module, optimizer: torch.optim.Op
 def _check(progress: Progress, weights: dict[str, torch.Tensor]) -> None:
     """ValueError unless ``progress`` is one that training itself could have saved (a best epoch with its
     weights among the epochs done), so that an edited file cannot end in a model without weights."""
-    done = progress.epoch
-    if not (isinstance(done, int) and 0 <= done == len(progress.rows) and isinstance(progress.step, int)):
-        raise ValueError(f"epoch {done!r} with {len(progress.rows)} logged epochs")
-    if progress.step < 0:
-        raise ValueError(f"batch {progress.step} of the epoch")
-    if (progress.best_state is None) != (progress.best_epoch == -1) or not -1 <= progress.best_epoch < done:
-        raise ValueError(
-            f"best epoch {progress.best_epoch!r} of {done}, with weights: {progress.best_state is not None}"
-        )
+    done, step, best = progress.epoch, progress.step, progress.best_epoch
+    if not (isinstance(done, int) and isinstance(step, int)) or done != len(progress.rows) or step < 0:
+        raise ValueError(f"epoch {done!r}, batch {step!r}, with {len(progress.rows)} logged epochs")
+    if (progress.best_state is None) != (best == -1) or not -1 <= best < done:
+        raise ValueError(f"best epoch {best!r} of {done}, with weights: {progress.best_state is not None}")
+    shapes = {k: v.shape for k, v in weights.items()}
     for kept in (progress.best_state, progress.average):
-        if kept is not None and {k: v.shape for k, v in kept.items()} != {k: v.shape for k, v in weights.items()}:
+        if kept is not None and {k: v.shape for k, v in kept.items()} != shapes:
             raise ValueError("kept weights that do not fit the model")
