@@ -13,6 +13,10 @@ end pays the counter's overhead, a few milliseconds, once).
     .venv/bin/python benchmarks/feature_extraction.py                      # efficientnet_lite0 blocks.6 at 224
     .venv/bin/python benchmarks/feature_extraction.py --workers 0 --threads 1
     .venv/bin/python benchmarks/feature_extraction.py --images DIR         # your own JPEGs
+    .venv/bin/python benchmarks/feature_extraction.py --precisions float32  # one precision only
+
+Each precision in ``--precisions`` (default: float32, and bfloat16 where this machine has it natively) is
+measured in its own rows; "vs float32" is the median over runs of its extract rate over float32's.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import csv
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +35,10 @@ import roofline
 import torch
 from PIL import Image
 
-from show_attend_tell import encoders, features
+from show_attend_tell import encoders, features, precision
 from show_attend_tell.devices import resolve_device
 from show_attend_tell.images import COLUMNS
-from show_attend_tell.machine import describe
+from show_attend_tell.machine import describe, native_bfloat16
 
 
 def make_images(folder: Path, n: int, size: tuple[int, int], seed: int) -> list[Path]:
@@ -76,12 +81,12 @@ def timed_extract(warmup: int, images_csv: Path, out: Path, **options: Any) -> t
     return clock, time.perf_counter() - t0
 
 
-def bare_forward(args: argparse.Namespace, device: torch.device) -> tuple[float, roofline.Count]:
+def bare_forward(args: argparse.Namespace, device: torch.device, precision_name: str) -> tuple[float, roofline.Count]:
     """Images/s of the encoder alone on a random batch prepared as ``extract`` prepares it; the FLOPs of one batch."""
     model = features.prepare_encoder(args.encoder, args.layer, not args.random_weights, device)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+    with torch.inference_mode(), precision.autocast(device, precision_name):
         _, flops = roofline.count(lambda: model(x))
         for _ in range(args.warmup):
             model(x)
@@ -115,12 +120,12 @@ class BatchClock:
         self.flops: roofline.Count | None = None
         self.counted = 0
 
-    def __call__(self, model, images, name, device):
+    def __call__(self, model, images, name, device, precision_name="float32"):
         if self.flops is None:
-            out, self.flops = roofline.count(lambda: self.encode(model, images, name, device))
+            out, self.flops = roofline.count(lambda: self.encode(model, images, name, device, precision_name))
             self.counted = len(images)
         else:
-            out = self.encode(model, images, name, device)
+            out = self.encode(model, images, name, device, precision_name)
         _sync(device)
         self.done.append((time.perf_counter(), len(images)))
         return out
@@ -148,6 +153,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2, help="batches left out of the timing, in both measurements")
     p.add_argument("--seconds", type=float, default=3.0, help="least time spent timing the bare forward pass")
     p.add_argument("--repeats", type=int, default=3, help="alternating runs of extract and the bare forward pass")
+    p.add_argument("--precisions", nargs="+", choices=list(precision.DTYPES), help="default: all this machine has")
     args = p.parse_args()
     if not args.images and args.num_images < (args.warmup + 2) * args.batch_size:
         p.error("--num-images must cover the warm-up batches and two more")
@@ -157,6 +163,52 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     host = describe(device)
     print(roofline.host_line(host), flush=True)
+    precisions = args.precisions or ["float32"] + (["bfloat16"] if native_bfloat16(device.type) else [])
+    measured = {name: measure(args, device, name) for name in precisions}
+    print(
+        f"{args.encoder} {args.layer or encoders.ENCODERS[args.encoder].default_layer} at {args.image_size} px, "
+        f"batch {args.batch_size}, {measured[precisions[0]].images} images, workers {args.workers}, "
+        f"threads {torch.get_num_threads()}, {device}; medians of {args.repeats} runs "
+        "(each in brackets); ratio: median over runs of extract / the bare forward pass timed right after it"
+    )
+    for name, m in measured.items():
+        rows = [
+            ("bare forward pass", m.bare, m.bare_flops, args.batch_size),
+            ("extract, after warm-up", m.loop, m.flops, m.counted),
+            ("extract, end to end", m.wall, m.flops, m.counted),
+        ]
+        speedup = ""
+        if "float32" in measured and name != "float32":
+            gain = statistics.median(v / b for v, b in zip(m.loop, measured["float32"].loop, strict=True))
+            speedup = f", extract {gain:.2f}x float32's"
+        print(f"{name}{speedup}:")
+        for label, values, flops, per in rows:
+            ratio = statistics.median(v / b for v, b in zip(values, m.bare, strict=True))
+            runs = " ".join(f"{v:.1f}" for v in values)
+            rate = statistics.median(values)
+            achieved = roofline.row(rate, flops.flops / per, "image", flops.dtype, host, device, flops.dtype_share)
+            print(f"  {label:24s} {rate:7.1f} images/s  ratio {ratio:.3f}  [{runs}]{achieved}")
+    print(
+        f"(after warm-up: batches after the first {args.warmup}, as for the bare forward pass; end to end: "
+        "the whole call, with building the model, reading its weights and starting the workers)"
+    )
+
+
+@dataclass
+class Measured:
+    """One precision's runs: images/s of the bare forward pass, of extract after warm-up and end to end."""
+
+    images: int
+    bare: list[float]
+    loop: list[float]
+    wall: list[float]
+    bare_flops: roofline.Count
+    flops: roofline.Count
+    counted: int
+
+
+def measure(args: argparse.Namespace, device: torch.device, precision_name: str) -> Measured:
+    """``--repeats`` alternating runs of extract and the bare forward pass in ``precision_name``."""
     bare, loop, wall = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -179,33 +231,13 @@ def main() -> None:
                 threads=args.threads,
                 device=args.device,
                 pretrained=not args.random_weights,
+                precision=precision_name,
             )
             wall.append(len(images) / seconds)
             loop.append(clock.rate())
-            rate, bare_flops = bare_forward(args, device)
+            rate, bare_flops = bare_forward(args, device, precision_name)
             bare.append(rate)
-
-    print(
-        f"{args.encoder} {args.layer or encoders.ENCODERS[args.encoder].default_layer} at {args.image_size} px, "
-        f"batch {args.batch_size}, {len(images)} images, workers {args.workers}, "
-        f"threads {torch.get_num_threads()}, {device}; medians of {args.repeats} runs "
-        "(each in brackets); ratio: median over runs of extract / the bare forward pass timed right after it"
-    )
-    rows = [
-        ("bare forward pass", bare, bare_flops, args.batch_size),
-        ("extract, after warm-up", loop, clock.flops, clock.counted),
-        ("extract, end to end", wall, clock.flops, clock.counted),
-    ]
-    for label, values, flops, per in rows:
-        ratio = statistics.median(v / b for v, b in zip(values, bare, strict=True))
-        runs = " ".join(f"{v:.1f}" for v in values)
-        rate = statistics.median(values)
-        achieved = roofline.row(rate, flops.flops / per, "image", flops.dtype, host, device, flops.dtype_share)
-        print(f"{label:24s} {rate:7.1f} images/s  ratio {ratio:.3f}  [{runs}]{achieved}")
-    print(
-        f"(after warm-up: batches after the first {args.warmup}, as for the bare forward pass; end to end: "
-        "the whole call, with building the model, reading its weights and starting the workers)"
-    )
+    return Measured(len(images), bare, loop, wall, bare_flops, clock.flops, clock.counted)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import logging
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -15,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from show_attend_tell import __version__, encoders, features, images
+from show_attend_tell import __version__, encoders, features, images, precision
 from show_attend_tell.atomic import partial_path
 from show_attend_tell.devices import resolve_device
 from show_attend_tell.errors import SatError
@@ -51,7 +52,9 @@ def images_csv(tmp_path: Path) -> Path:
 
 
 def run(images_csv: Path, out: Path, **kwargs) -> Path:
-    settings = dict(encoder=ENCODER, layer=LAYER, image_size=SIZE, batch_size=2, workers=0, progress=False)
+    settings = dict(
+        encoder=ENCODER, layer=LAYER, image_size=SIZE, batch_size=2, workers=0, progress=False, precision="float32"
+    )
     return features.extract(images_csv, out, **(settings | kwargs))
 
 
@@ -149,6 +152,37 @@ def test_values_equal_a_direct_forward_pass(images_csv, tmp_path):
     with h5py.File(out, "r") as f:
         stored = f["features"][()].astype(np.float32)
     np.testing.assert_allclose(stored, expected.numpy(), rtol=2e-3, atol=2e-3)
+
+
+def test_bfloat16_features_point_where_float32_ones_do_and_the_file_says_which(images_csv, tmp_path):
+    exact = run(images_csv, tmp_path / "float32.h5", layer="blocks.6")
+    fast = run(images_csv, tmp_path / "bfloat16.h5", layer="blocks.6", precision="bfloat16")
+    with h5py.File(exact, "r") as a, h5py.File(fast, "r") as b:
+        assert (a.attrs["precision"], b.attrs["precision"]) == ("float32", "bfloat16")
+        x, y = (torch.from_numpy(f["features"][()]).float() for f in (a, b))
+    cosine = torch.nn.functional.cosine_similarity(x, y, dim=-1)
+    assert cosine.mean() > 0.99 and cosine.min() > 0.9  # real Flickr8k photos: mean 0.9985 (README)
+    assert not torch.equal(x, y)
+
+
+def test_auto_precision_is_float32_without_native_bfloat16(images_csv, tmp_path, monkeypatch):
+    monkeypatch.setattr(precision, "native_bfloat16", lambda device_type: False)
+    with h5py.File(run(images_csv, tmp_path / "features.h5", precision="auto"), "r") as f:
+        assert f.attrs["precision"] == "float32"
+
+
+def test_auto_precision_takes_bfloat16_only_where_the_probe_found_it_faster(images_csv, tmp_path, monkeypatch):
+    monkeypatch.setattr(precision, "native_bfloat16", lambda device_type: True)
+    encode = features.encode_batch
+
+    def slow_bfloat16(model, images, name, device, precision_name="float32"):
+        if precision_name == "bfloat16":
+            time.sleep(0.2)
+        return encode(model, images, name, device, precision_name)
+
+    monkeypatch.setattr(features, "encode_batch", slow_bfloat16)
+    with h5py.File(run(images_csv, tmp_path / "features.h5", precision="auto"), "r") as f:
+        assert f.attrs["precision"] == "float32"
 
 
 def test_random_weights_are_recorded(images_csv, tmp_path):

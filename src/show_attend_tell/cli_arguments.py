@@ -147,7 +147,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add_setting(s, "features", "encoder")
     # Not the schema's blocks.6: that is the default encoder's layer, and `--encoder vgg19` alone must work.
     add_setting(s, "features", "layer", default=None)
-    for key in ("image_size", "batch_size", "workers"):
+    for key in ("image_size", "batch_size", "workers", "precision"):
         add_setting(s, "features", key)
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--device", default="auto")

@@ -64,7 +64,9 @@ def run_lengths(a: argparse.Namespace) -> None:
 def run_features(a: argparse.Namespace) -> None:
     from .features import extract
 
-    options = _options(a, "encoder layer image_size batch_size workers threads device pretrained progress shard")
+    options = _options(
+        a, "encoder layer image_size batch_size workers precision threads device pretrained progress shard"
+    )
     extract(a.images_csv, a.out, **options, declared_gpus=a.gpus)
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from . import __version__, encoders, heap
+from . import __version__, encoders, heap, precision
 from .atomic import atomic_output
 from .devices import resolve_device
 from .errors import SatError
@@ -32,7 +32,17 @@ log = logging.getLogger(__name__)
 
 RANDOM_WEIGHTS = "random (pretrained=False)"  # the `weights` attribute of features from an untrained encoder
 # Attributes that must match for a .partial file to be continued rather than started afresh.
-RESUME_KEYS = ("encoder", "layer", "image_size", "weights", "n_images", "shard_rows", "images_sha256", "preprocessing")
+RESUME_KEYS = (
+    "encoder",
+    "layer",
+    "image_size",
+    "weights",
+    "precision",
+    "n_images",
+    "shard_rows",
+    "images_sha256",
+    "preprocessing",
+)
 
 
 def prepare_encoder(name: str, layer: str | None, pretrained: bool, device: torch.device) -> nn.Module:
@@ -42,12 +52,41 @@ def prepare_encoder(name: str, layer: str | None, pretrained: bool, device: torc
     return encoders.build(name, layer, pretrained).to(device, memory_format=torch.channels_last)
 
 
-def encode_batch(model: nn.Module, images: torch.Tensor, name: str, device: torch.device) -> torch.Tensor:
-    """Annotation vectors (B, L, D) float16 of a uint8 (B, 3, S, S) batch, L running row-major over the grid."""
+def encode_batch(
+    model: nn.Module, images: torch.Tensor, name: str, device: torch.device, precision_name: str = "float32"
+) -> torch.Tensor:
+    """Annotation vectors (B, L, D) float16 of a uint8 (B, 3, S, S) batch, L running row-major over the grid.
+
+    Normalisation is float32 either way; ``precision_name`` bfloat16 runs the CNN under bfloat16 autocast.
+    """
     x = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+    with precision.autocast(device, precision_name):
         fmap = model(encoders.normalize(x, name))
     return fmap.flatten(2).transpose(1, 2).to(torch.float16)
+
+
+def choose_precision(
+    wanted: str, model: nn.Module, name: str, layer: str, image_size: int, batch_size: int, device: torch.device
+) -> str:
+    """``wanted``, or for auto what a probe of one batch of random pixels through ``model`` finds faster."""
+    pixels: list[torch.Tensor] = []
+
+    def probe(precision_name: str) -> float:
+        if not pixels:
+            generator = torch.Generator().manual_seed(0)
+            pixels.append(torch.randint(0, 256, (batch_size, 3, image_size, image_size), generator=generator))
+            for warm in precision.DTYPES:  # the first pass in each precision sets up its kernels
+                with torch.inference_mode():
+                    encode_batch(model, pixels[0], name, device, warm)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            encode_batch(model, pixels[0], name, device, precision_name)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+
+    workload = f"features {name} {layer} {image_size}px batch={batch_size}"
+    return precision.choose(wanted, device, probe, workload)
 
 
 def _images_sha256(rows: list[dict[str, str]]) -> str:
@@ -106,6 +145,7 @@ def extract(
     progress: bool = True,
     shard: tuple[int, int] | None = None,
     declared_gpus: int = 0,
+    precision: str = "auto",
 ) -> Path:
     """Write the annotation vectors of every image in ``images_csv`` to the HDF5 file ``out``.
 
@@ -113,7 +153,8 @@ def extract(
 
     ``workers`` image-decoding processes feed the encoder (0: decode in this process); ``threads``
     sets torch's intra-op threads (None: torch's default, one per core). An interrupted run leaves
-    ``out.partial``; the next run with the same settings continues it.
+    ``out.partial``; the next run with the same settings continues it. ``precision`` auto computes in
+    bfloat16 where a probe on this machine finds it faster (see ``precision``); the file records which.
     """
     _, layer = encoders.spec(encoder, layer)
     dev = resolve_device(device, declared_gpus)
@@ -121,7 +162,13 @@ def extract(
         torch.set_num_threads(threads)
     rows = read_images_csv(images_csv)
     lo, hi = shard_rows(len(rows), *(shard or (0, 1)), batch_size)
-    attrs = _attributes(rows, encoder, layer, image_size, pretrained) | {"n_images": hi - lo, "shard_rows": [lo, hi]}
+    model = prepare_encoder(encoder, layer, pretrained, dev)
+    chosen = choose_precision(precision, model, encoder, layer, image_size, batch_size, dev)
+    attrs = _attributes(rows, encoder, layer, image_size, pretrained) | {
+        "n_images": hi - lo,
+        "shard_rows": [lo, hi],
+        "precision": chosen,
+    }
     rows = rows[lo:hi]
     h, w, d = attrs["grid"] + [attrs["dim"]]
     out = Path(out)
@@ -135,16 +182,15 @@ def extract(
             pin_memory=dev.type == "cuda",
             persistent_workers=False,
         )
-        # Fork the workers before the model and its activations fill this process's memory: forked
-        # later, every page of it would be copied on its first write after the fork (seconds of stalls).
+        # Fork the workers with the probe's activations handed back to the system and before the first batch
+        # fills this process's memory: forked later, every page of it would be copied on its first write.
         if workers:
             heap.release_free_memory()
         batches = iter(loader)
-        model = prepare_encoder(encoder, layer, pretrained, dev)
         with h5py.File(tmp, "r+" if start else "w") as f:
             if not start:
                 _create(f, rows, attrs, h * w, d)
-            _encode_into(f, batches, model, encoder, dev, start, progress)
+            _encode_into(f, batches, model, encoder, dev, chosen, start, progress)
     return out
 
 
@@ -237,6 +283,7 @@ def _encode_into(
     model: nn.Module,
     name: str,
     device: torch.device,
+    precision_name: str,
     start: int,
     progress: bool,
 ) -> None:
@@ -254,10 +301,10 @@ def _encode_into(
     with bar, torch.inference_mode():
         for images in batches:
             stop = done + len(images)
-            features[done:stop] = encode_batch(model, images, name, device).cpu().numpy()
+            features[done:stop] = encode_batch(model, images, name, device, precision_name).cpu().numpy()
             f.attrs["n_done"] = stop
             f.flush()
             bar.update(stop - done)
             done = stop
     n, seconds = done - start, time.perf_counter() - t0
-    log.info("encoded %d images in %.1f s: %.1f images/s on %s", n, seconds, n / seconds, device)
+    log.info("encoded %d images in %.1f s: %.1f images/s on %s in %s", n, seconds, n / seconds, device, precision_name)

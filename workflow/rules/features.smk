@@ -33,6 +33,7 @@ rule features:
     shell:
         "sat features {input.images:q} {output:q} --encoder {wildcards.encoder} --layer {params.f[layer]:q}"
         " --image-size {params.f[image_size]} --batch-size {params.f[batch_size]} --workers {params.f[workers]}"
+        " --precision {params.f[precision]}"
         " --threads {threads} --device {params.device:q} --gpus {resources.gpu} {params.random:q} {params.shard:q}"
         " > {log:q} 2>&1"
 
