@@ -35,7 +35,7 @@ import roofline
 import torch
 from PIL import Image
 
-from show_attend_tell import encoders, features, precision
+from show_attend_tell import encoders, encoding, features, precision
 from show_attend_tell.devices import resolve_device
 from show_attend_tell.images import COLUMNS
 from show_attend_tell.machine import describe, native_bfloat16
@@ -83,7 +83,7 @@ def timed_extract(warmup: int, images_csv: Path, out: Path, **options: Any) -> t
 
 def bare_forward(args: argparse.Namespace, device: torch.device, precision_name: str) -> tuple[float, roofline.Count]:
     """Images/s of the encoder alone on a random batch prepared as ``extract`` prepares it; the FLOPs of one batch."""
-    model = features.prepare_encoder(args.encoder, args.layer, not args.random_weights, device)
+    model = encoding.prepare_encoder(args.encoder, args.layer, not args.random_weights, device)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), precision.autocast(device, precision_name):

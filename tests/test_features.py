@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from show_attend_tell import __version__, encoders, features, images, precision
+from show_attend_tell import __version__, encoders, encoding, features, images, precision
 from show_attend_tell.atomic import partial_path
 from show_attend_tell.devices import resolve_device
 from show_attend_tell.errors import SatError
@@ -173,14 +173,14 @@ def test_auto_precision_is_float32_without_native_bfloat16(images_csv, tmp_path,
 
 def test_auto_precision_takes_bfloat16_only_where_the_probe_found_it_faster(images_csv, tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "native_bfloat16", lambda device_type: True)
-    encode = features.encode_batch
+    encode = encoding.encode_batch
 
     def slow_bfloat16(model, images, name, device, precision_name="float32"):
         if precision_name == "bfloat16":
             time.sleep(0.2)
         return encode(model, images, name, device, precision_name)
 
-    monkeypatch.setattr(features, "encode_batch", slow_bfloat16)
+    monkeypatch.setattr(encoding, "encode_batch", slow_bfloat16)
     with h5py.File(run(images_csv, tmp_path / "features.h5", precision="auto"), "r") as f:
         assert f.attrs["precision"] == "float32"
 

@@ -17,8 +17,9 @@ import torch
 from . import encoders
 from .decode import beam_search
 from .devices import resolve_device
+from .encoding import encode_batch, prepare_encoder
 from .errors import SatError
-from .features import RANDOM_WEIGHTS, encode_batch, prepare_encoder
+from .features import RANDOM_WEIGHTS
 from .figures import attention_figure, is_figure
 from .images import load_image
 from .model import Captioner, load_model
