@@ -15,8 +15,8 @@ end pays the counter's overhead, a few milliseconds, once).
     .venv/bin/python benchmarks/feature_extraction.py --images DIR         # your own JPEGs
     .venv/bin/python benchmarks/feature_extraction.py --precisions float32  # one precision only
 
-Each precision in ``--precisions`` (default: float32, and bfloat16 where this machine has it natively) is
-measured in its own rows; "vs float32" is the median over runs of its extract rate over float32's.
+Each precision in ``--precisions`` (default: float32, and bfloat16 where this machine has it natively, float16 on
+other CUDA GPUs) is measured in its own rows; "vs float32" is the median over runs of its extract rate over float32's.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from PIL import Image
 from show_attend_tell import encoders, encoding, features, precision
 from show_attend_tell.devices import resolve_device
 from show_attend_tell.images import COLUMNS
-from show_attend_tell.machine import describe, native_bfloat16
+from show_attend_tell.machine import describe
 
 
 def make_images(folder: Path, n: int, size: tuple[int, int], seed: int) -> list[Path]:
@@ -163,7 +163,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     host = describe(device)
     print(roofline.host_line(host), flush=True)
-    precisions = args.precisions or ["float32"] + (["bfloat16"] if native_bfloat16(device.type) else [])
+    half = precision.half_precision(device, float16=True)
+    precisions = args.precisions or ["float32"] + ([half] if half else [])
     measured = {name: measure(args, device, name) for name in precisions}
     print(
         f"{args.encoder} {args.layer or encoders.ENCODERS[args.encoder].default_layer} at {args.image_size} px, "

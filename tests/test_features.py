@@ -171,6 +171,12 @@ def test_auto_precision_is_float32_without_native_bfloat16(images_csv, tmp_path,
         assert f.attrs["precision"] == "float32"
 
 
+def test_float16_extraction_on_a_cpu_is_refused_before_any_file_is_written(images_csv, tmp_path):
+    with pytest.raises(SatError, match="float16 is for feature extraction on CUDA only"):
+        run(images_csv, tmp_path / "features.h5", precision="float16")
+    assert list(tmp_path.glob("features.h5*")) == []
+
+
 def test_auto_precision_takes_bfloat16_only_where_the_probe_found_it_faster(images_csv, tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "native_bfloat16", lambda device_type: True)
     encode = encoding.encode_batch

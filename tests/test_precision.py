@@ -63,8 +63,28 @@ def test_an_explicit_precision_is_taken_as_given(name):
 
 
 def test_an_unknown_precision_is_named():
-    with pytest.raises(SatError, match="unknown precision 'fp8'; choose one of auto, float32, bfloat16"):
+    with pytest.raises(SatError, match="unknown precision 'fp8'; choose one of auto, float32, bfloat16, float16"):
         precision.choose("fp8", CPU, timings())
+
+
+@pytest.mark.parametrize("float16", [False, True])
+def test_float16_is_refused_off_cuda_and_wherever_gradients_are_computed(float16):
+    with pytest.raises(SatError, match="float16 is for feature extraction on CUDA only"):
+        precision.choose("float16", CPU, timings(), float16=float16)
+    with pytest.raises(SatError, match="float16 is for feature extraction on CUDA only"):
+        precision.choose("float16", torch.device("cuda"), timings())  # training: float16 not allowed
+
+
+@pytest.mark.parametrize(("fp16", "expected"), [(0.3, "float16"), (0.9, "float32")])
+def test_auto_on_a_cuda_gpu_without_native_bfloat16_probes_float16_where_allowed(monkeypatch, fp16, expected):
+    monkeypatch.setattr(precision, "native_bfloat16", lambda device_type: False)
+    monkeypatch.setattr(precision, "device_name", lambda device: "Tesla V100")
+    gpu = torch.device("cuda")
+    probe = timings(float32=1.0, float16=fp16)
+    assert precision.choose("auto", gpu, probe, float16=True) == expected
+    assert set(probe.asked) == {"float32", "float16"}
+    untouched = timings()  # training (float16 not allowed) keeps float32 without probing
+    assert precision.choose("auto", gpu, untouched) == "float32" and untouched.asked == []
 
 
 def test_the_real_probe_here_picks_the_faster_of_what_it_measured():

@@ -1,4 +1,4 @@
-"""The arithmetic a stage computes in: float32, or bfloat16 autocast where this machine does it faster.
+"""The arithmetic a stage computes in: float32, or a 16-bit autocast where this machine does it faster.
 
 bfloat16 is a 4x faster matmul on CPUs with native support (``avx512_bf16`` / ``amx_bf16``) and on
 recent GPUs, but emulated, and some 80x slower, on CPUs without it. ``auto`` therefore never guesses:
@@ -6,6 +6,8 @@ without native support it is float32; with it, a short probe of the real workloa
 bfloat16 is taken only when it is clearly faster (at small model sizes the step is bound by per-op
 overhead, not by matmuls, and bfloat16 gains nothing). Autocast keeps float32 master weights,
 optimizer state and gradients; the loss, softmaxes and log-probabilities are computed in float32.
+float16 is offered to feature extraction on CUDA alone, for GPUs without native bfloat16 (V100, T4): it
+needs no loss scaling there, as nothing is differentiated; training never uses it.
 
 A probe's verdict is remembered per machine and workload (in ``$XDG_CACHE_HOME/show_attend_tell/``,
 default ``~/.cache``): timings near the threshold could otherwise flip between runs, and the same
@@ -29,16 +31,23 @@ from .machine import device_name, native_bfloat16
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "float32", "bfloat16")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-# bfloat16 must beat float32 by this factor in the probe: timing noise then cannot flip the choice between
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PRECISIONS = ("auto", *DTYPES)
+# A 16-bit precision must beat float32 by this factor in the probe: timing noise then cannot flip the choice between
 # runs on the same machine (the same config and seed must give the same model).
 MIN_SPEEDUP = 1.25
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on ``device`` when ``precision`` is bfloat16; a no-op for float32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+    """``precision``'s autocast on ``device``; a no-op for float32."""
+    return torch.autocast(device.type, dtype=DTYPES[precision], enabled=precision != "float32")
+
+
+def half_precision(device: torch.device, float16: bool) -> str | None:
+    """The 16-bit precision that can beat float32 here: native bfloat16, else (if allowed) float16 on CUDA."""
+    if native_bfloat16(device.type):
+        return "bfloat16"
+    return "float16" if float16 and device.type == "cuda" else None
 
 
 def verdicts_file() -> Path:
@@ -59,51 +68,56 @@ def _read_verdicts(path: Path) -> dict[str, dict]:
 
 
 def choose(
-    precision: str, device: torch.device, probe: Callable[[str], float], workload: str = "", rounds: int = 3
+    precision: str,
+    device: torch.device,
+    probe: Callable[[str], float],
+    workload: str = "",
+    rounds: int = 3,
+    float16: bool = False,
 ) -> str:
     """The precision to compute in: ``precision`` itself unless ``auto``, which measures with ``probe``.
 
     ``probe(p)`` returns the seconds of one unit of work in precision ``p``. The two precisions are
     timed in turn, ``rounds`` times each, and each keeps its fastest time: another process busy on the
     same cores slows single runs, not the best of several taken side by side. On hardware without
-    native bfloat16 nothing is probed (the emulated path can take minutes to time). With a
-    ``workload`` name (its shapes), the verdict is remembered for this machine and reused.
+    native bfloat16 nothing is probed (the emulated path can take minutes to time), unless ``float16``
+    allows float16 on CUDA, which is then probed instead. With a ``workload`` name (its shapes), the
+    verdict is remembered for this machine and reused.
     """
     if precision not in PRECISIONS:
         raise SatError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "float16" and not (float16 and device.type == "cuda"):
+        raise SatError(f"float16 is for feature extraction on CUDA only (here: {device.type}); use bfloat16 or float32")
     if precision != "auto":
         return precision
-    if not native_bfloat16(device.type):
+    half = half_precision(device, float16)
+    if half is None:
         log.info("precision auto: float32 (no native bfloat16 on this %s)", device.type)
         return "float32"
     key = f"{_machine(device)} | {workload}"
     path = verdicts_file()
     known = _read_verdicts(path).get(key) if workload else None
-    if known and known.get("precision") in DTYPES:
-        log.info(
-            "precision auto: %s (as measured before on this machine: float32 %.1f ms, bfloat16 %.1f ms; %s)",
-            known["precision"],
-            known["float32_ms"],
-            known["bfloat16_ms"],
-            path,
-        )
+    if known and known.get("precision") in ("float32", half):
+        log.info("precision auto: %s (as measured before on this machine: %s; %s)", known["precision"], known, path)
         return known["precision"]
-    times: dict[str, list[float]] = {"float32": [], "bfloat16": []}
+    times: dict[str, list[float]] = {"float32": [], half: []}
     for _ in range(rounds):
         for name, spent in times.items():
             spent.append(probe(name))
-    fp32, bf16 = min(times["float32"]), min(times["bfloat16"])
-    chosen = "bfloat16" if bf16 * MIN_SPEEDUP <= fp32 else "float32"
+    fp32, fast = min(times["float32"]), min(times[half])
+    chosen = half if fast * MIN_SPEEDUP <= fp32 else "float32"
     log.info(
-        "precision auto: %s (probe, best of %d: float32 %.1f ms, bfloat16 %.1f ms per step; bfloat16 needs %.2fx)",
+        "precision auto: %s (probe, best of %d: float32 %.1f ms, %s %.1f ms per step; %s needs %.2fx)",
         chosen,
         rounds,
         fp32 * 1e3,
-        bf16 * 1e3,
+        half,
+        fast * 1e3,
+        half,
         MIN_SPEEDUP,
     )
     if workload:
-        _remember(path, key, {"precision": chosen, "float32_ms": fp32 * 1e3, "bfloat16_ms": bf16 * 1e3})
+        _remember(path, key, {"precision": chosen, "float32_ms": fp32 * 1e3, f"{half}_ms": fast * 1e3})
     return chosen
 
 
