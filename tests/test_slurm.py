@@ -105,7 +105,7 @@ def test_a_training_job_cancelled_on_the_cluster_resumes_when_snakemake_resubmit
     long = {
         **TINY_DEMO,
         "datasets": {
-            "demo": {**TINY_DEMO["datasets"]["demo"], "train": TINY_TRAIN | {"max_epochs": 300, "patience": 300}}
+            "demo": {**TINY_DEMO["datasets"]["demo"], "train": TINY_TRAIN | {"max_epochs": 40, "patience": 40}}
         },
     }
     snakemake(tmp_path, *TARGETS, config=long)  # the data stages, locally
@@ -133,5 +133,5 @@ def test_a_training_job_cancelled_on_the_cluster_resumes_when_snakemake_resubmit
     log = (tmp_path / "results" / "logs" / "demo" / "train_soft.log").read_text()
     # Mid-epoch: the job caught SLURM's SIGTERM and saved where it was (epoch-end checkpoints say batch 0).
     assert re.search(r"resuming from \S+: epoch \d+, batch [1-9]", log), log[-3000:]
-    assert len(pd.read_csv(tmp_path / "results" / "demo" / "soft" / "train_log.csv")) == 300
+    assert len(pd.read_csv(tmp_path / "results" / "demo" / "soft" / "train_log.csv")) == 40
     assert not checkpoint.exists()

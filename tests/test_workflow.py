@@ -22,6 +22,18 @@ TINY_DEMO = {
 }
 
 
+# The outputs of every stage that draws random numbers or runs float kernels (generation, CNN, training, beam).
+RANDOM_STAGES = [
+    "demo/features/efficientnet_lite0.h5",
+    "demo/soft/model.pt",
+    "demo/hard/model.pt",
+    "demo/soft/captions_test.json",
+    "demo/hard/captions_test.json",
+    "demo/soft/attention_test.h5",
+    "demo/hard/attention_test.h5",
+]
+
+
 def snakemake(workdir, *args, config=None, check=True):
     """Run the repository's workflow in ``workdir`` with ``config`` layered over config.yaml."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
@@ -78,9 +90,11 @@ def check_data_stages(results, dataset):
 
 def test_demo_data_stages_run_end_to_end_and_are_reproducible(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    for workdir in (one, two):
-        workdir.mkdir()
-        snakemake(workdir, config=TINY_DEMO)
+    one.mkdir()
+    two.mkdir()
+    snakemake(one, config=TINY_DEMO)
+    # The second run stops where randomness ends: scores and figures are functions of the decoded captions.
+    snakemake(two, *(f"results/{p}" for p in RANDOM_STAGES), config=TINY_DEMO)
     attrs, shape = check_data_stages(one / "results", "demo")
     assert attrs["encoder"] == "efficientnet_lite0" and attrs["layer"] == "blocks.4"
     assert shape == (20, 196, 112)
@@ -93,18 +107,9 @@ def test_demo_data_stages_run_end_to_end_and_are_reproducible(tmp_path):
         "demo/vocab.csv",
         "demo/captions.h5",
         "demo/lengths.json",
-        "demo/features/efficientnet_lite0.h5",
-        "demo/soft/model.pt",
-        "demo/hard/model.pt",
-        "demo/soft/captions_test.json",
-        "demo/hard/attention_test.h5",
-        "demo/soft/metrics_test.csv",
-        "demo/hard/grounding_test.csv",
+        *RANDOM_STAGES,
     ]
     assert digests(one / "results", artifacts) == digests(two / "results", artifacts)
-    # Table 1 is the same but for the training minutes it reports, which are measured.
-    tables = [pd.read_csv(d / "results" / "table1.csv").drop(columns="train_minutes") for d in (one, two)]
-    pd.testing.assert_frame_equal(*tables)
     assert (one / "results" / "logs" / "demo" / "features_efficientnet_lite0.log").stat().st_size > 0
     assert (one / "results" / "benchmarks" / "demo" / "prepare.tsv").exists()
     for model in ("soft", "hard"):
