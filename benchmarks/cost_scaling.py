@@ -295,6 +295,19 @@ def growth(unit: str, sizes: list[int], rows: list[dict]) -> None:
     print(line)
 
 
+def print_rows(
+    title: str, header: str, sizes: Iterator[tuple[float, dict]], line: Callable[[float, dict], str], unit: str
+) -> list[dict]:
+    """A table: each size's row as soon as it is measured (a long run shows progress), then how the cost grows."""
+    print(f"\n{title}\n{header}")
+    rows = []
+    for fraction, r in sizes:
+        rows.append(r)
+        print(line(fraction, r), flush=True)
+    growth(unit, [r[unit] for r in rows], rows)
+    return rows
+
+
 def run_child(task: str, fraction: float, workdir: Path) -> dict:
     """``task`` at ``fraction`` in a fresh process of this script (its own peak RSS); what it measured."""
     command = [sys.executable, __file__, *sys.argv[1:], "--child", task, "--fraction", repr(fraction)]
@@ -323,32 +336,31 @@ def each_size(
 
 def training_table(args: argparse.Namespace, preset: Preset, shape: Shape, workdir: Path) -> None:
     s = preset.settings
-    print(
-        f"\ntraining, one epoch over the train split, {s.attention} attention: L={preset.locations}, "
+    title = (
+        f"training, one epoch over the train split, {s.attention} attention: L={preset.locations}, "
         f"D={preset.feature_dim}, V={preset.vocab_size}, embed {s.embed_dim}, LSTM {s.hidden_dim}, "
         f"attention {s.attention_dim}, batch {s.batch_size}, {s.optimizer}, ema {s.ema_decay}; "
         "the per-epoch validation not included"
     )
-    print(
+    header = (
         f"{'fraction':>8s} {'images':>7s} {'captions':>8s} {'batches':>7s} {'load s':>7s} {'epoch s':>8s} "
         f"{'s/1000 capt':>11s} {'peak RSS MB':>11s}  precision  features  timed"
     )
-    rows = []
 
     def synthetic_features(fraction: float) -> None:
         write_features(workdir / "features.h5", image_splits(shape, fraction), preset.locations, preset.feature_dim, 0)
 
-    for fraction, r in each_size("train", args.fractions, workdir, synthetic_features):
-        rows.append(r)
+    def line(fraction: float, r: dict) -> str:
         fit = f"{r['timed']} batches, a={r['a'] * 1e3:.1f} ms, b={r['b'] * 1e6:.2f} us/token"
         timed = "whole epoch" if r["whole"] else fit
-        print(
+        return (
             f"{show(fraction):>8s} {r['images']:7d} {r['captions']:8d} {r['batches']:7d} {r['load_s']:7.2f} "
             f"{r['seconds']:8.1f} {1000 * r['seconds'] / r['captions']:11.3f} {r['rss'] / 2**20:11.0f}  "
-            f"{r['precision']:9s}  {'in memory' if r['in_memory'] else 'per batch'}  {timed}",
-            flush=True,
+            f"{r['precision']:9s}  {'in memory' if r['in_memory'] else 'per batch'}  {timed}"
         )
-    growth("captions", [r["captions"] for r in rows], rows)
+
+    sizes = each_size("train", args.fractions, workdir, synthetic_features)
+    rows = print_rows(title, header, sizes, line, "captions")
     if not all(r["whole"] for r in rows):
         print(
             f"(epoch extrapolated: {args.warmup} warm-up and --steps {args.steps} timed batches per size, from its "
@@ -359,29 +371,28 @@ def training_table(args: argparse.Namespace, preset: Preset, shape: Shape, workd
 
 def extraction_table(args: argparse.Namespace, preset: Preset, shape: Shape, workdir: Path) -> None:
     f = preset.features
-    print(
-        f"\nfeature extraction: {f['encoder']} {f['layer']} at {f['image_size']} px ({preset.locations} x "
+    title = (
+        f"feature extraction: {f['encoder']} {f['layer']} at {f['image_size']} px ({preset.locations} x "
         f"{preset.feature_dim}), batch {f['batch_size']}, workers {f['workers']}, "
         f"{shape.photo[0]}x{shape.photo[1]} JPEGs; worker MB: the largest image-decoding worker's peak RSS"
     )
-    print(
+    header = (
         f"{'fraction':>8s} {'images':>7s} {'captions':>8s} {'seconds':>8s} {'s/1000 img':>10s} "
         f"{'peak RSS MB':>11s} {'worker MB':>9s}  extracted"
     )
-    rows = []
-    for fraction, r in each_size("extract", args.fractions, workdir):
-        rows.append(r)
+
+    def line(fraction: float, r: dict) -> str:
         how = "all"
         if r["extracted"] < r["images"]:
             how = f"{r['extracted']}, at {r['rate']:.1f} images/s"
             how += "" if r["steady"] else " (the whole call's: too few batches for a rate after warm-up)"
-        print(
+        return (
             f"{show(fraction):>8s} {r['images']:7d} {r['captions']:8d} {r['seconds']:8.1f} "
             f"{1000 * r['seconds'] / r['images']:10.2f} {r['rss'] / 2**20:11.0f} {r['workers_rss'] / 2**20:9.0f}  "
-            f"{how}",
-            flush=True,
+            f"{how}"
         )
-    growth("images", [r["images"] for r in rows], rows)
+
+    rows = print_rows(title, header, each_size("extract", args.fractions, workdir), line, "images")
     if any(r["extracted"] < r["images"] for r in rows):
         print(
             f"(extrapolated beyond --images {args.images} per size: the whole call's seconds, model building "
