@@ -75,7 +75,7 @@ def h5_digest(path: Path) -> str:
         digest.update(name.encode())
         digest.update(repr(sorted((k, str(v)) for k, v in obj.attrs.items())).encode())
         if isinstance(obj, h5py.Dataset):
-            data = obj[()]
+            data = np.asarray(obj[()])  # a scalar dataset reads as a bare value; strings as objects
             digest.update(repr(data.tolist()).encode() if data.dtype == object else np.ascontiguousarray(data).data)
 
     with h5py.File(path, "r") as f:
