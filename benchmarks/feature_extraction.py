@@ -83,10 +83,10 @@ def timed_extract(warmup: int, images_csv: Path, out: Path, **options: Any) -> t
 
 def bare_forward(args: argparse.Namespace, device: torch.device, precision_name: str) -> tuple[float, roofline.Count]:
     """Images/s of the encoder alone on a random batch prepared as ``extract`` prepares it; the FLOPs of one batch."""
-    model = encoding.prepare_encoder(args.encoder, args.layer, not args.random_weights, device)
+    model = encoding.prepare_encoder(args.encoder, args.layer, not args.random_weights, device, precision_name)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
-    x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), precision.autocast(device, precision_name):
+    x = x.to(precision.DTYPES[precision_name]).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
         _, flops = roofline.count(lambda: model(x))
         for _ in range(args.warmup):
             model(x)
@@ -120,12 +120,12 @@ class BatchClock:
         self.flops: roofline.Count | None = None
         self.counted = 0
 
-    def __call__(self, model, images, name, device, precision_name="float32"):
+    def __call__(self, model, images, name, device):
         if self.flops is None:
-            out, self.flops = roofline.count(lambda: self.encode(model, images, name, device, precision_name))
+            out, self.flops = roofline.count(lambda: self.encode(model, images, name, device))
             self.counted = len(images)
         else:
-            out = self.encode(model, images, name, device, precision_name)
+            out = self.encode(model, images, name, device)
         _sync(device)
         self.done.append((time.perf_counter(), len(images)))
         return out
@@ -146,7 +146,7 @@ def main() -> None:
     p.add_argument("--image-width", type=int, default=500)
     p.add_argument("--image-height", type=int, default=375)
     p.add_argument("--images", type=Path, help="folder of JPEGs to use instead of made-up ones")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=features.extract.__kwdefaults__["workers"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--device", default="auto")
     p.add_argument("--random-weights", action="store_true", help="for vgg19/resnet without their downloaded weights")

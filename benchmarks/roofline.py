@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, register_flop_formula
 
 from show_attend_tell.machine import matmul_peak, summary
 
@@ -77,6 +77,14 @@ class Count:
     flops: int
     dtype: str
     dtype_share: float  # of ``flops``, the share in ``dtype``
+
+
+if torch.backends.mkldnn.is_available():
+
+    @register_flop_formula(torch.ops.mkldnn._convolution_pointwise)
+    def _fused_convolution_flops(x_shape, w_shape, *args, out_shape, **kwargs) -> int:
+        """The encoders' convolution with its ReLU6 in one oneDNN call: counted as the convolution alone."""
+        return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
 
 
 class _FlopsByDtype(TorchDispatchMode):

@@ -142,6 +142,52 @@ def test_lite_head_is_the_map_the_classifier_pools(lite):
         assert torch.allclose(classifier.classifier(pooled), classifier(x), atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("name", "layer"), [("efficientnet_lite0", "head"), ("efficientnet_lite2", "blocks.6"), ("resnet101", "layer3")]
+)
+def test_fusing_for_inference_keeps_the_encoder_s_function_without_a_batch_norm_left(name, layer):
+    model = encoders.build(name, layer, pretrained=name in encoders.OFFLINE)
+    generator = torch.Generator().manual_seed(0)
+    for m in model.modules():  # random weights hold the identity statistics; give every batch norm real ones
+        if isinstance(m, torch.nn.BatchNorm2d) and name not in encoders.OFFLINE:
+            m.running_mean.normal_(0, 0.1, generator=generator)
+            m.running_var.uniform_(0.5, 2, generator=generator)
+    x = torch.randn(2, 3, 96, 96, generator=generator)
+    with torch.inference_mode():
+        expected = model(x)
+        fused = encoders.fuse_for_inference(model)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.ReLU6) for m in fused.modules())
+        torch.testing.assert_close(fused(x), expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["pointwise", "depthwise", "tf_same_stride_2"])
+def test_a_fused_convolution_and_relu6_equal_the_two_in_turn(kind, dtype):
+    from timm.layers import Conv2dSame
+
+    conv = {
+        "pointwise": torch.nn.Conv2d(16, 24, 1),
+        "depthwise": torch.nn.Conv2d(16, 16, 5, padding=2, groups=16),
+        "tf_same_stride_2": Conv2dSame(16, 24, 3, stride=2),
+    }[kind].to(dtype)
+    x = torch.randn(2, 16, 15, 15).to(dtype).contiguous(memory_format=torch.channels_last) * 4
+    with torch.inference_mode():
+        expected = torch.nn.functional.relu6(conv(x))
+        fused = encoders.ConvReLU6(conv)(x)
+    assert fused.shape == expected.shape and fused.dtype == dtype
+    assert 0 < (expected == 6).float().mean() < 1  # the clamp is exercised at both ends
+    torch.testing.assert_close(fused, expected, rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-5)
+
+
+def test_a_batch_norm_after_a_convolution_whose_weights_cannot_absorb_it_is_an_error_not_left_unfolded():
+    from timm.layers import StdConv2d
+
+    for first in (torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()), StdConv2d(3, 4, 3)):
+        model = torch.nn.Sequential(first, torch.nn.BatchNorm2d(4)).eval()
+        with pytest.raises(SatError, match="cannot fold batch norms 1: no convolution known to feed them"):
+            encoders.fuse_for_inference(model)
+
+
 def test_random_weights_are_reproducible_and_leave_the_global_generator_alone():
     state = torch.random.get_rng_state()
     a = encoders.build("efficientnet_lite0", pretrained=False).state_dict()

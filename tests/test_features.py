@@ -181,10 +181,10 @@ def test_auto_precision_takes_bfloat16_only_where_the_probe_found_it_faster(imag
     monkeypatch.setattr(precision, "native_bfloat16", lambda device_type: True)
     encode = encoding.encode_batch
 
-    def slow_bfloat16(model, images, name, device, precision_name="float32"):
-        if precision_name == "bfloat16":
+    def slow_bfloat16(model, images, name, device):
+        if next(model.parameters()).dtype == torch.bfloat16:
             time.sleep(0.2)
-        return encode(model, images, name, device, precision_name)
+        return encode(model, images, name, device)
 
     monkeypatch.setattr(encoding, "encode_batch", slow_bfloat16)
     with h5py.File(run(images_csv, tmp_path / "features.h5", precision="auto"), "r") as f:

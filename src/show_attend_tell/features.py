@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -28,6 +29,7 @@ from .devices import resolve_device
 from .encoding import choose_precision, encode_batch, prepare_encoder
 from .errors import SatError
 from .images import COLUMNS, ImageFiles, read_images_csv
+from .precision import DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,7 @@ def extract(
     layer: str | None,
     image_size: int,
     batch_size: int = 32,
-    workers: int = 1,
+    workers: int = 0,
     threads: int | None = None,
     device: str = "auto",
     pretrained: bool = True,
@@ -108,10 +110,11 @@ def extract(
 
     ``shard=(k, n)`` encodes only the k-th of n equal ranges of images (separate jobs; see ``merge_shards``).
 
-    ``workers`` image-decoding processes feed the encoder (0: decode in this process); ``threads``
-    sets torch's intra-op threads (None: torch's default, one per core). An interrupted run leaves
-    ``out.partial``; the next run with the same settings continues it. ``precision`` auto computes in
-    bfloat16 where a probe on this machine finds it faster (see ``precision``); the file records which.
+    ``workers`` image-decoding processes feed the encoder (0, fastest on a CPU: this process's threads
+    decode each batch between the CNN's batches; see ``_batches``). ``threads`` sets torch's intra-op
+    threads (None: torch's default, one per core). An interrupted run leaves ``out.partial``; the next
+    run with the same settings continues it. ``precision`` auto computes in bfloat16 where a probe on
+    this machine finds it faster (see ``precision``); the file records which.
     """
     _, layer = encoders.spec(encoder, layer)
     dev = resolve_device(device, declared_gpus)
@@ -121,6 +124,7 @@ def extract(
     lo, hi = shard_rows(len(rows), *(shard or (0, 1)), batch_size)
     model = prepare_encoder(encoder, layer, pretrained, dev)
     chosen = choose_precision(precision, model, encoder, layer, image_size, batch_size, dev)
+    model = model.to(DTYPES[chosen])
     attrs = _attributes(rows, encoder, layer, image_size, pretrained) | {
         "n_images": hi - lo,
         "shard_rows": [lo, hi],
@@ -132,23 +136,44 @@ def extract(
     with atomic_output(out, keep_partial=True) as tmp:
         start = _resume_point(tmp, attrs)
         dataset = ImageFiles([row["path"] for row in rows], image_size)
-        loader = DataLoader(
-            Subset(dataset, range(start, len(rows))),
-            batch_size=batch_size,
-            num_workers=workers,
-            pin_memory=dev.type == "cuda",
-            persistent_workers=False,
-        )
-        # Fork the workers with the probe's activations handed back to the system and before the first batch
-        # fills this process's memory: forked later, every page of it would be copied on its first write.
-        if workers:
-            heap.release_free_memory()
-        batches = iter(loader)
+        batches = _batches(dataset, start, batch_size, workers, pin_memory=dev.type == "cuda")
         with h5py.File(tmp, "r+" if start else "w") as f:
             if not start:
                 _create(f, rows, attrs, h * w, d)
             _encode_into(f, batches, model, encoder, dev, chosen, start, progress)
     return out
+
+
+def _batches(
+    dataset: ImageFiles, start: int, batch_size: int, workers: int, pin_memory: bool
+) -> Iterator[torch.Tensor]:
+    """The images from ``start`` on in batches: decoded by ``workers`` processes, or (0) by this one's threads.
+
+    Worker processes decode while the CNN runs, which suits a GPU. On a CPU whose cores also run the CNN
+    they only get in its way: each worker takes a core from the CNN's threads, which then wait on one
+    another at every layer. There, decoding each batch between the CNN's batches on all of this
+    process's threads is faster (``benchmarks/feature_extraction.py --workers 0`` against ``--workers 1``).
+    """
+    if not workers:
+        return _decoded_here(dataset, start, batch_size)
+    loader = DataLoader(
+        Subset(dataset, range(start, len(dataset))),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )
+    # Fork the workers with the probe's activations handed back to the system and before the first batch
+    # fills this process's memory: forked later, every page of it would be copied on its first write.
+    heap.release_free_memory()
+    return iter(loader)
+
+
+def _decoded_here(dataset: ImageFiles, start: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """Batches decoded by as many threads as torch computes with (Pillow decodes and resizes without the GIL)."""
+    with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+        for lo in range(start, len(dataset), batch_size):
+            yield torch.stack(list(pool.map(dataset.__getitem__, range(lo, min(lo + batch_size, len(dataset))))))
 
 
 def shard_rows(n_images: int, k: int, n: int, batch_size: int) -> tuple[int, int]:
@@ -258,7 +283,7 @@ def _encode_into(
     with bar, torch.inference_mode():
         for images in batches:
             stop = done + len(images)
-            features[done:stop] = encode_batch(model, images, name, device, precision_name).cpu().numpy()
+            features[done:stop] = encode_batch(model, images, name, device).cpu().numpy()
             f.attrs["n_done"] = stop
             f.flush()
             bar.update(stop - done)
