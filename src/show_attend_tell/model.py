@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import ops
 from .atomic import atomic_output, save_torch
 from .errors import SatError, first_line
 from .text import SPECIALS
@@ -140,7 +141,7 @@ class Captioner(nn.Module):
         # Rows of h may be several per image (beams): (images, rows per image, L, A) without copying the image.
         images, lead = ctx.features.shape[0], h.shape[:-1]
         att_h = att_h.reshape(images, -1, 1, a)
-        scores = self.att_score(torch.tanh(ctx.projected.unsqueeze(1) + att_h)).view(*lead, -1)
+        scores = self.att_score(ops.tanh(ctx.projected.unsqueeze(1) + att_h)).view(*lead, -1)
         alpha = torch.softmax(scores, dim=-1)
         z = torch.bmm(alpha.view(images, -1, alpha.shape[-1]), ctx.features).view(*lead, -1)
         if pick is None and sample_rows is not None:
