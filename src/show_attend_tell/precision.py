@@ -7,7 +7,8 @@ bfloat16 is taken only when it is clearly faster (at small model sizes the step 
 overhead, not by matmuls, and bfloat16 gains nothing). Autocast keeps float32 master weights,
 optimizer state and gradients; the loss, softmaxes and log-probabilities are computed in float32.
 float16 is offered to feature extraction on CUDA alone, for GPUs without native bfloat16 (V100, T4): it
-needs no loss scaling there, as nothing is differentiated; training never uses it.
+needs no loss scaling there, as nothing is differentiated; training never uses it. Feature extraction
+holds the encoder's weights in the 16-bit type rather than autocasting (``encoding.prepare_encoder``).
 
 A probe's verdict is remembered per machine and workload (in ``$XDG_CACHE_HOME/show_attend_tell/``,
 default ``~/.cache``): timings near the threshold could otherwise flip between runs, and the same
