@@ -43,19 +43,29 @@ TINY = {
 MEASURED = ("logs", "benchmarks")
 
 
-def run_at(commit: str, work: Path) -> Path:
-    """The results folder of the tiny demo workflow at ``commit`` (run once, then reused)."""
+def short_sha(commit: str) -> str:
+    """``commit``'s abbreviated hash; exits with a message if it names no commit."""
     sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", commit], capture_output=True, text=True)
     if sha.returncode != 0:
         sys.exit(f"error: not a commit: {commit}")
-    root = work / sha.stdout.strip()
-    if (root / "done").exists():
-        return root / "run" / "results"
-    source = root / "source"
+    return sha.stdout.strip()
+
+
+def unpack(commit: str, source: Path) -> Path:
+    """The files of ``commit`` (a ``git archive``, no work-tree changes) in ``source``."""
     source.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(source, filter="data")
+    return source
+
+
+def run_at(commit: str, work: Path) -> Path:
+    """The results folder of the tiny demo workflow at ``commit`` (run once, then reused)."""
+    root = work / short_sha(commit)
+    if (root / "done").exists():
+        return root / "run" / "results"
+    source = unpack(commit, root / "source")
     (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     env = os.environ | {"PYTHONPATH": str(source / "src")}  # the commit's package, not the installed one
     cmd = [sys.executable, "-m", "snakemake", "-s", str(source / "Snakefile"), "-d", str(root / "run")]
