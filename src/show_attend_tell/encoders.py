@@ -226,27 +226,27 @@ def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Module:
 class ConvReLU6(nn.Module):
     """``relu6(conv(x))``, on a CPU in one oneDNN call that clamps each output as it is written.
 
-    The unfused ReLU6 is a quarter of EfficientNet-Lite's time on a CPU: one more read and write of
-    every feature map. oneDNN's fused convolution is the one PyTorch's own compiler emits for this
-    pattern (``mkldnn._convolution_pointwise``); elsewhere (CUDA, a build without oneDNN) this is the
-    plain convolution and clamp. TF-style "same" convolutions (timm's Conv2dSame) pad first, as they do.
+    Once the batch norms are folded, the unfused ReLU6 is a quarter of EfficientNet-Lite's time on a CPU:
+    one more read and write of every feature map. oneDNN's fused convolution is the one PyTorch's own
+    compiler emits for this pattern (``mkldnn._convolution_pointwise``); elsewhere (CUDA, a build without
+    oneDNN) this is the plain convolution and clamp. TF-style "same" convolutions (timm's Conv2dSame)
+    pad first, as they do.
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
         from timm.layers import Conv2dSame
+        from timm.layers.padding import pad_same
 
         super().__init__()
         self.conv = conv
-        self.pad_same = isinstance(conv, Conv2dSame)
+        self.pad_same = pad_same if isinstance(conv, Conv2dSame) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
         if not (x.device.type == "cpu" and x.dtype != torch.float16 and torch.backends.mkldnn.is_available()):
             return nn.functional.relu6(c(x))
-        if self.pad_same:
-            from timm.layers.padding import pad_same
-
-            x = pad_same(x, c.kernel_size, c.stride, c.dilation)
+        if self.pad_same is not None:
+            x = self.pad_same(x, c.kernel_size, c.stride, c.dilation)
         args = (list(c.padding), list(c.stride), list(c.dilation), c.groups, "hardtanh", [0.0, 6.0], "")
         return torch.ops.mkldnn._convolution_pointwise(x, c.weight, c.bias, *args)
 
