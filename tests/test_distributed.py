@@ -98,3 +98,12 @@ def test_sigterm_to_torchrun_stops_every_process_after_one_batch_and_one_process
     table = run(stages, tmp_path, **settings)  # one process continues the two processes' checkpoint
     assert list(table["epoch"]) == list(range(1, 11))
     assert (tmp_path / "model.pt").exists() and not checkpoint.exists()
+
+
+def test_two_processes_run_the_self_critical_epochs_each_sampling_its_share_of_the_images(stages, tmp_path):
+    settings = TINY | {"max_epochs": 1, "self_critical_epochs": 1}
+    result = subprocess.run(sat_train(stages, tmp_path, 2, settings), capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "x 2 processes" in result.stderr and "self-critical fine-tuning: 1 epochs" in result.stderr
+    log = pd.read_csv(tmp_path / "train_log.csv")
+    assert list(log["objective"]) == ["cross_entropy", "self_critical"] and log["reward"].iloc[1] > 0

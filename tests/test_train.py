@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from show_attend_tell import data, minibatch, text, train, validation, weight_average
+from show_attend_tell import data, minibatch, self_critical, text, train, validation, weight_average
 from show_attend_tell.demo_stages import offline_features
 from show_attend_tell.distributed import World
 from show_attend_tell.errors import SatError
@@ -166,6 +166,51 @@ def test_a_job_stopped_by_sigterm_resumes_to_the_same_model(stages, tmp_path, mo
         with pytest.raises(SatError, match="stopped by SIGTERM in epoch 1; checkpoint saved"):
             run(stages, out, **changes)
     assert (out / "checkpoint.pt").exists() and not (out / "model.pt").exists()
+    run(stages, out, **changes)
+    assert (out / "model.pt").read_bytes() == (tmp_path / "clean" / "model.pt").read_bytes()
+    logs = [pd.read_csv(d / "train_log.csv").drop(columns=TIMING) for d in (out, tmp_path / "clean")]
+    pd.testing.assert_frame_equal(*logs)
+
+
+def test_self_critical_epochs_follow_the_cross_entropy_ones_from_their_selected_weights(stages, tmp_path, monkeypatch):
+    run(stages, tmp_path / "xe", max_epochs=2)
+    selected, _ = load_model(tmp_path / "xe" / "model.pt")
+    seen = []
+    step = self_critical.backward
+
+    def first_weights(net, *args, **kwargs):
+        seen.append({k: v.clone() for k, v in net.state_dict().items()} if not seen else None)
+        return step(net, *args, **kwargs)
+
+    monkeypatch.setattr(self_critical, "backward", first_weights)
+    table = run(stages, tmp_path / "sc", max_epochs=2, self_critical_epochs=2, self_critical_learning_rate=1e-3)
+    assert list(table["objective"]) == ["cross_entropy"] * 2 + ["self_critical"] * 2
+    for k, v in selected.state_dict().items():
+        torch.testing.assert_close(seen[0][k], v, rtol=0, atol=0)
+    critical = table[table["objective"] == "self_critical"]
+    assert (critical["reward"] > 0).all() and table["reward"][:2].isna().all()
+    assert (critical["learning_rate"] == 1e-3).all()
+    model, document = load_model(tmp_path / "sc" / "model.pt")
+    best = table.loc[table["val_cider"].idxmax()]  # the best of all epochs, self-critical or not
+    assert document["epoch"] == best["epoch"]
+
+
+def test_a_job_stopped_in_a_self_critical_epoch_resumes_to_the_same_model(stages, tmp_path, monkeypatch):
+    changes = dict(max_epochs=1, self_critical_epochs=2, self_critical_learning_rate=1e-3)
+    run(stages, tmp_path / "clean", **changes)
+    step, calls = self_critical.backward, []
+
+    def step_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # in the second self-critical epoch (30 images, batches of 16)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(*args, **kwargs)
+
+    out = tmp_path / "resumed"
+    with monkeypatch.context() as m:
+        m.setattr(self_critical, "backward", step_then_signal)
+        with pytest.raises(SatError, match="stopped by SIGTERM in epoch 3; checkpoint saved"):
+            run(stages, out, **changes)
     run(stages, out, **changes)
     assert (out / "model.pt").read_bytes() == (tmp_path / "clean" / "model.pt").read_bytes()
     logs = [pd.read_csv(d / "train_log.csv").drop(columns=TIMING) for d in (out, tmp_path / "clean")]

@@ -39,6 +39,7 @@ class Progress:
     average_steps: int = 0
     rows: list[dict] = field(default_factory=list)  # train_log.csv so far
     sums: dict[str, float] = field(default_factory=dict)  # running sums of the epoch under way
+    self_critical_from: int | None = None  # the first self-critical epoch, once they have begun
 
 
 def fingerprint(settings: dict[str, Any], seed: int, features: Features, captions: Captions) -> dict[str, Any]:
@@ -115,6 +116,9 @@ def _check(progress: Progress, weights: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"epoch {done!r}, batch {step!r}, with {len(progress.rows)} logged epochs")
     if (progress.best_state is None) != (best == -1) or not -1 <= best < done:
         raise ValueError(f"best epoch {best!r} of {done}, with weights: {progress.best_state is not None}")
+    critical = progress.self_critical_from
+    if critical is not None and not (isinstance(critical, int) and 0 <= critical <= done and best >= 0):
+        raise ValueError(f"self-critical epochs from {critical!r} of {done}, after best epoch {best!r}")
     shapes = {k: v.shape for k, v in weights.items()}
     for kept in (progress.best_state, progress.average):
         if kept is not None and {k: v.shape for k, v in kept.items()} != shapes:

@@ -11,6 +11,7 @@ log = logging.getLogger("show_attend_tell.train")
 
 COLUMNS = (
     "epoch",
+    "objective",
     "steps",
     "words",
     "nll_per_caption",
@@ -19,6 +20,7 @@ COLUMNS = (
     "entropy",
     "entropy_per_word",
     "baseline",
+    "reward",
     "val_nll_per_word",
     "val_bleu4",
     "val_cider",
@@ -44,8 +46,10 @@ def epoch_row(
 ) -> dict:
     """The row of the epoch ``state`` has just trained (its sums) and ``measured`` on validation."""
     sums = state.sums
+    critical = state.self_critical_from is not None
     return {
         "epoch": state.epoch + 1,
+        "objective": "self_critical" if critical else "cross_entropy",
         "steps": state.step,
         "words": int(sums["words"]),
         "nll_per_caption": sums["nll"] / sums["captions"],
@@ -53,12 +57,13 @@ def epoch_row(
         "attention_reg": sums["reg"] / sums["captions"],
         "entropy": sums["entropy"] / sums["captions"],
         "entropy_per_word": sums["entropy"] / sums["words"],
-        "baseline": state.baseline if settings.attention == "hard" else float("nan"),
+        "baseline": state.baseline if settings.attention == "hard" and not critical else float("nan"),
+        "reward": sums.get("reward", 0.0) / sums["captions"] if critical else float("nan"),
         "val_nll_per_word": measured["nll_per_word"],
         "val_bleu4": measured["bleu4"],
         "val_cider": measured["cider"],
         "best": best,
-        "learning_rate": settings.learning_rate * settings.lr_decay**state.epoch,
+        "learning_rate": learning_rate(state, settings),
         "tokens_per_s": sums["words"] / sums["seconds"],
         "train_seconds": sums["seconds"],
         "val_seconds": val_seconds,
@@ -67,12 +72,21 @@ def epoch_row(
     }
 
 
+def learning_rate(state: Progress, settings: Settings) -> float:
+    """Epoch ``state.epoch``'s step size: decaying per cross-entropy epoch, constant in self-critical ones."""
+    if state.self_critical_from is not None:
+        return settings.self_critical_learning_rate
+    return settings.learning_rate * settings.lr_decay**state.epoch
+
+
 def report(row: dict) -> None:
+    critical = row["objective"] == "self_critical"
     log.info(
-        "epoch %d: %.3f nats/word (validation %.3f), attention penalty %.2f, entropy %.2f nats/word, "
+        "epoch %d: %s %.3f (validation %.3f nats/word), attention penalty %.2f, entropy %.2f nats/word, "
         "validation BLEU-4 %.4f, CIDEr %.4f%s, %.0f tokens/s",
         row["epoch"],
-        row["nll_per_word"],
+        "self-critical, samples' CIDEr-D" if critical else "nats/word",
+        row["reward"] if critical else row["nll_per_word"],
         row["val_nll_per_word"],
         row["attention_reg"],
         row["entropy_per_word"],

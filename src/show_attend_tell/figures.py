@@ -130,7 +130,8 @@ SELECTION_LABELS = {
 def plot_curves(table: pd.DataFrame, path: str | Path, title: str, select_on: str) -> None:
     """Learning curves: NLL per word (training and validation), attention entropy and penalty, the selection score.
 
-    The selected epoch is circled on the panel of the score that selected it.
+    The selected epoch is circled on the panel of the score that selected it; self-critical epochs, if any,
+    are shaded (their training NLL, of the model's own samples, is left out of the first panel).
     """
     import matplotlib
 
@@ -139,7 +140,8 @@ def plot_curves(table: pd.DataFrame, path: str | Path, title: str, select_on: st
 
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.4), constrained_layout=True)
     column, label = SELECTION_LABELS[select_on]
-    axes[0].plot(table["epoch"], table["nll_per_word"], marker="o", ms=3, label="training")
+    teacher = table[table["objective"] == "cross_entropy"]
+    axes[0].plot(teacher["epoch"], teacher["nll_per_word"], marker="o", ms=3, label="training")
     axes[0].plot(table["epoch"], table["val_nll_per_word"], marker="o", ms=3, label="validation")
     axes[0].set_title("NLL (nats/word)", fontsize=10)
     axes[0].legend(fontsize=8)
@@ -149,9 +151,15 @@ def plot_curves(table: pd.DataFrame, path: str | Path, title: str, select_on: st
     axes[2].set_title("sum_i (1 - sum_t alpha_ti)^2", fontsize=10)
     axes[3].plot(table["epoch"], table[column], marker="o", ms=3)
     axes[3].set_title(label, fontsize=10)
+    critical = table[table["objective"] == "self_critical"]
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+        if not critical.empty:
+            ax.axvspan(critical["epoch"].min() - 0.5, critical["epoch"].max() + 0.5, color="C2", alpha=0.12, lw=0)
+    if not critical.empty:
+        axes[0].plot([], [], color="C2", alpha=0.3, lw=6, label="self-critical")
+        axes[0].legend(fontsize=8)
     best = table[table["best"].astype(bool)].tail(1)
     if not best.empty:
         axes[3].scatter(

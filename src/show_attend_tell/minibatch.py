@@ -35,6 +35,7 @@ class BatchSums:
     captions: int
     words: int
     stop: bool  # some process was asked to stop
+    reward: float = 0.0  # self-critical epochs: the sampled captions' CIDEr-D, summed
 
 
 def backward(

@@ -36,6 +36,9 @@ class Settings:
     semi_sampling_p: float
     baseline: str
     baseline_decay: float
+    self_critical_epochs: int
+    self_critical_learning_rate: float
+    self_critical_samples: int
     max_decode_length: int
     val_beam_size: int
     val_images: int | None

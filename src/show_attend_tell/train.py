@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import checkpoint, epoch_log, training_job, validation, weight_average
+from . import checkpoint, epoch_log, self_critical, training_job, validation, weight_average
 from .atomic import atomic_output, check_writable, remove
 from .checkpoint import Progress
 from .data import FEATURE_KEYS, length_batches
@@ -98,7 +98,9 @@ def _fit(run: Run) -> Progress:
     if state.average is not None:  # checkpoints are read onto the CPU
         state.average = {k: v.to(run.world.device) for k, v in state.average.items()}
     with StopRequested().installed() as stop:
-        while state.epoch < s.max_epochs and not _patience_spent(state, s):
+        while objective := _objective(state, s):
+            if objective == "self_critical" and state.self_critical_from is None:
+                _begin_self_critical(run, state)
             if _train_epoch(run, state, stop):
                 checkpoint.save(run.checkpoint, run.fingerprint, run.model, run.optimizer, state, run.world)
                 raise SatError(
@@ -121,17 +123,42 @@ def _patience_spent(state: Progress, settings: Settings) -> bool:
     return state.best_epoch >= 0 and state.epoch - 1 - state.best_epoch >= settings.patience
 
 
+def _objective(state: Progress, settings: Settings) -> str | None:
+    """What the next epoch trains on: cross-entropy until max_epochs or patience, then self-critical; None: done."""
+    if state.self_critical_from is None:
+        if state.epoch < settings.max_epochs and not _patience_spent(state, settings):
+            return "cross_entropy"
+        return "self_critical" if settings.self_critical_epochs else None
+    return "self_critical" if state.epoch < state.self_critical_from + settings.self_critical_epochs else None
+
+
+def _begin_self_critical(run: Run, state: Progress) -> None:
+    """Self-critical epochs start from the selected weights, with the optimizer's state and the average afresh."""
+    log.info(
+        "self-critical fine-tuning: %d epochs from epoch %d's weights",
+        run.settings.self_critical_epochs,
+        state.best_epoch + 1,
+    )
+    state.self_critical_from = state.epoch
+    run.model.load_state_dict(state.best_state)
+    run.optimizer.state.clear()
+    state.average, state.average_steps = None, 0
+
+
 def _train_epoch(run: Run, state: Progress, stop: StopRequested) -> bool:
     """The batches of epoch ``state.epoch`` from ``state.step`` on, accumulating its statistics in ``state.sums``.
 
     True when a process was asked to stop: all stop after the same batch.
     """
     s, world = run.settings, run.world
-    lr = s.learning_rate * s.lr_decay**state.epoch
+    critical = state.self_critical_from is not None
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
-    batches = length_batches(run.by_length, s.batch_size, run.seed, state.epoch)
-    sums = state.sums or dict.fromkeys(("nll", "reg", "entropy", "captions", "words", "seconds"), 0.0)
+        group["lr"] = epoch_log.learning_rate(state, s)
+    if critical:
+        batches = self_critical.image_batches(run.train_images, s.batch_size, run.seed, state.epoch)
+    else:
+        batches = length_batches(run.by_length, s.batch_size, run.seed, state.epoch)
+    sums = state.sums or dict.fromkeys(("nll", "reg", "entropy", "captions", "words", "reward", "seconds"), 0.0)
     run.net.train()
     bar = progress_bar(
         total=len(batches), initial=state.step, desc=f"epoch {state.epoch + 1}", unit="batch", enabled=run.progress
@@ -141,17 +168,30 @@ def _train_epoch(run: Run, state: Progress, stop: StopRequested) -> bool:
             t0 = time.perf_counter()
             seed_step(run.seed, state.epoch, state.step, world.rank)
             run.optimizer.zero_grad(set_to_none=True)
-            step = backward(
-                run.net,
-                run.captions,
-                run.features,
-                rows,
-                s,
-                state.baseline,
-                world,
-                stop.signal is not None,
-                run.precision,
-            )
+            if critical:
+                step = self_critical.backward(
+                    run.net,
+                    run.features,
+                    rows,
+                    run.critic,
+                    run.captions.vocab,
+                    s,
+                    world,
+                    stop.signal is not None,
+                    run.precision,
+                )
+            else:
+                step = backward(
+                    run.net,
+                    run.captions,
+                    run.features,
+                    rows,
+                    s,
+                    state.baseline,
+                    world,
+                    stop.signal is not None,
+                    run.precision,
+                )
             if not math.isfinite(step.loss):
                 raise SatError(
                     f"the loss became {step.loss} in epoch {state.epoch + 1}, batch {state.step + 1} "
@@ -163,7 +203,7 @@ def _train_epoch(run: Run, state: Progress, stop: StopRequested) -> bool:
             run.optimizer.step()
             if s.ema_decay:
                 weight_average.update(state, run.model, s.ema_decay)
-            if s.attention == "hard":
+            if s.attention == "hard" and not critical:
                 d, mean = s.baseline_decay, step.log_likelihood / step.words
                 state.baseline = mean if state.baseline is None else d * state.baseline + (1 - d) * mean
             for key, value in (
@@ -172,13 +212,17 @@ def _train_epoch(run: Run, state: Progress, stop: StopRequested) -> bool:
                 ("entropy", step.entropy),
                 ("captions", step.captions),
                 ("words", step.words),
+                ("reward", step.reward),
             ):
                 sums[key] += value
             sums["seconds"] += time.perf_counter() - t0
             state.step += 1
             state.sums = sums
             bar.update()
-            bar.set_postfix(nll_per_word=f"{sums['nll'] / sums['words']:.3f}", refresh=False)
+            if critical:
+                bar.set_postfix(reward=f"{sums['reward'] / sums['captions']:.3f}", refresh=False)
+            else:
+                bar.set_postfix(nll_per_word=f"{sums['nll'] / sums['words']:.3f}", refresh=False)
             if step.stop:
                 return True
     return False

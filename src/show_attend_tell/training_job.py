@@ -6,6 +6,7 @@ Under torchrun every process sets up its own job; the model is wrapped by DDP wh
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from . import checkpoint, heap, precision, training_precision, validation
-from .data import Captions, Features, read_encoded, read_length_dictionary
+from . import checkpoint, heap, precision, self_critical, training_precision, validation
+from .data import Captions, Features, read_encoded, read_length_dictionary, references
 from .distributed import World
 from .errors import SatError
 from .model import Captioner
@@ -44,9 +45,20 @@ class Run:
     fingerprint: dict
     precision: str
     progress: bool
+    captions_csv: Path
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return precision.autocast(self.world.device, self.precision)
+
+    @property
+    def train_images(self) -> np.ndarray:
+        """The images with training captions: what a self-critical epoch samples for."""
+        return np.unique(self.captions.image_index[self.captions.splits == "train"])
+
+    @functools.cached_property
+    def critic(self) -> self_critical.CiderD:
+        """CIDEr-D against the training references, for the self-critical epochs (built when first needed)."""
+        return self_critical.CiderD(references(self.captions_csv, "train"))
 
 
 class Inputs(NamedTuple):
@@ -114,6 +126,7 @@ def start(
         fp,
         chosen,
         progress,
+        Path(files.captions_csv),
     )
 
 
