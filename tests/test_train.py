@@ -196,7 +196,7 @@ def test_self_critical_epochs_follow_the_cross_entropy_ones_from_their_selected_
 
 
 def test_a_job_stopped_in_a_self_critical_epoch_resumes_to_the_same_model(stages, tmp_path, monkeypatch):
-    changes = dict(max_epochs=1, self_critical_epochs=2, self_critical_learning_rate=1e-3)
+    changes = dict(max_epochs=1, self_critical_epochs=2, self_critical_learning_rate=1e-3, self_critical_batch_size=16)
     run(stages, tmp_path / "clean", **changes)
     step, calls = self_critical.backward, []
 

@@ -39,6 +39,7 @@ class Settings:
     self_critical_epochs: int
     self_critical_learning_rate: float
     self_critical_samples: int
+    self_critical_batch_size: int
     max_decode_length: int
     val_beam_size: int
     val_images: int | None

@@ -155,7 +155,7 @@ def _train_epoch(run: Run, state: Progress, stop: StopRequested) -> bool:
     for group in run.optimizer.param_groups:
         group["lr"] = epoch_log.learning_rate(state, s)
     if critical:
-        batches = self_critical.image_batches(run.train_images, s.batch_size, run.seed, state.epoch)
+        batches = self_critical.image_batches(run.train_images, s.self_critical_batch_size, run.seed, state.epoch)
     else:
         batches = length_batches(run.by_length, s.batch_size, run.seed, state.epoch)
     sums = state.sums or dict.fromkeys(("nll", "reg", "entropy", "captions", "words", "reward", "seconds"), 0.0)
