@@ -80,13 +80,15 @@ def learning_rate(state: Progress, settings: Settings) -> float:
 
 
 def report(row: dict) -> None:
-    critical = row["objective"] == "self_critical"
+    if row["objective"] == "self_critical":
+        trained = f"self-critical, samples' CIDEr-D {row['reward']:.3f}"
+    else:
+        trained = f"{row['nll_per_word']:.3f} nats/word"
     log.info(
-        "epoch %d: %s %.3f (validation %.3f nats/word), attention penalty %.2f, entropy %.2f nats/word, "
+        "epoch %d: %s (validation %.3f nats/word), attention penalty %.2f, entropy %.2f nats/word, "
         "validation BLEU-4 %.4f, CIDEr %.4f%s, %.0f tokens/s",
         row["epoch"],
-        "self-critical, samples' CIDEr-D" if critical else "nats/word",
-        row["reward"] if critical else row["nll_per_word"],
+        trained,
         row["val_nll_per_word"],
         row["attention_reg"],
         row["entropy_per_word"],
