@@ -56,7 +56,7 @@ class CiderD:
         }
 
     def _vector(self, counts: list[Counter], length: int) -> tuple[Vector, list[float], int]:
-        # The toolkit measures a caption's length in bigrams (words - 1); only an empty caption differs.
+        # The toolkit measures a caption's length as its number of bigrams: words - 1, and 0 when it is empty.
         length = max(length - 1, 0)
         vec = [
             {g: tf * (self.log_images - math.log(max(1.0, self.frequency.get(g, 0.0)))) for g, tf in c.items()}
