@@ -263,6 +263,21 @@ def test_partial_from_other_settings_is_discarded(images_csv, tmp_path, monkeypa
     assert_same_contents(out, run(images_csv, tmp_path / "clean.h5"))
 
 
+def test_partial_of_code_that_computed_otherwise_is_discarded(images_csv, tmp_path, monkeypatch, caplog):
+    """A .partial without this code's `arithmetic` (as one left by a version before the encoder was fused)."""
+    out = tmp_path / "features.h5"
+    monkeypatch.setattr(images, "load_image", CountingLoads(fail_at=4))
+    with pytest.raises(KeyboardInterrupt):
+        run(images_csv, out)
+    with h5py.File(partial_path(out), "r+") as f:
+        del f.attrs["arithmetic"]
+    loads = CountingLoads()
+    monkeypatch.setattr(images, "load_image", loads)
+    with caplog.at_level(logging.INFO, logger=features.__name__):
+        run(images_csv, out)
+    assert loads.calls == len(IDS) and "discarding" in caplog.text
+
+
 def test_unreadable_partial_is_discarded(images_csv, tmp_path):
     out = tmp_path / "features.h5"
     partial_path(out).write_bytes(b"half-written HDF5")

@@ -13,6 +13,11 @@ from torch import nn
 
 from . import encoders, heap, precision
 
+# How prepare_encoder's network computes, recorded with the features: a .partial file written by code that
+# computed otherwise (before batch norms were folded, say) is started afresh, not continued with other numbers.
+# Change it with the arithmetic.
+ARITHMETIC = "batch norms folded into the convolutions, ReLU6 fused into them; 16-bit weights, not autocast"
+
 
 def prepare_encoder(
     name: str, layer: str | None, pretrained: bool, device: torch.device, precision_name: str = "float32"

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from . import __version__, encoders, heap
+from . import __version__, encoders, encoding, heap
 from .atomic import atomic_output
 from .devices import resolve_device
 from .encoding import choose_precision, encode_batch, prepare_encoder
@@ -45,6 +45,7 @@ RESUME_KEYS = (
     "shard_rows",
     "images_sha256",
     "preprocessing",
+    "arithmetic",
 )
 
 
@@ -213,6 +214,7 @@ def _attributes(rows: list[dict[str, str]], encoder: str, layer: str, image_size
         "n_images": len(rows),
         "shard_rows": [0, len(rows)],
         "images_sha256": _images_sha256(rows),
+        "arithmetic": encoding.ARITHMETIC,
         "created_by": f"show_attend_tell {__version__}",
     }
 
