@@ -3,7 +3,9 @@
 Minibatches hold captions of one length (the length dictionary), so no step computes on padding.
 After every epoch the model is measured on the validation split (``validation``: teacher-forced NLL,
 and real decoding scored with BLEU-4 and CIDEr); the epoch best by ``select_on`` is kept and training
-stops when ``patience`` epochs bring no better one (the paper's early stopping). A checkpoint
+stops when ``patience`` epochs bring no better one (the paper's early stopping). Then, if asked for,
+``self_critical_epochs`` of fine-tuning on the CIDEr-D of sampled captions (``self_critical``) follow from
+the selected weights, validated the same way; the best of all epochs is kept. A checkpoint
 (``checkpoint``) is written after every epoch and when the job is asked to stop (SIGTERM, as a
 cluster does before pre-empting; Ctrl-C); the next run continues from it, giving the same model as
 an uninterrupted run.
