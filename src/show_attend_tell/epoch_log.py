@@ -58,7 +58,7 @@ def epoch_row(
         "entropy": sums["entropy"] / sums["captions"],
         "entropy_per_word": sums["entropy"] / sums["words"],
         "baseline": state.baseline if settings.attention == "hard" and not critical else float("nan"),
-        "reward": sums.get("reward", 0.0) / sums["captions"] if critical else float("nan"),
+        "reward": sums["reward"] / sums["captions"] if critical else float("nan"),
         "val_nll_per_word": measured["nll_per_word"],
         "val_bleu4": measured["bleu4"],
         "val_cider": measured["cider"],

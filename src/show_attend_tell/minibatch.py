@@ -80,8 +80,28 @@ def backward(
         )
     else:
         terms = objectives.soft_objective(out, targets, mask, settings.alpha_c)
-    n = len(mine) * real
-    loss, nll, attention, entropy, ll_sum, n_all, words, stops = world.sum(
+    sums = global_sums(terms, world, weight, len(mine), float(mask.sum()), stop)
+    if math.isfinite(sums.loss):
+        (terms.loss * weight).backward()
+    return sums
+
+
+def global_sums(
+    terms: objectives.Terms,
+    world: World,
+    weight: float,
+    captions: int,
+    words: float,
+    stop: bool,
+    reward: float = 0.0,
+) -> BatchSums:
+    """This process's ``terms`` of its ``captions`` and ``words`` summed with every other process's.
+
+    A process of ``weight`` 0 (left without rows of the batch) only joins the reduction.
+    """
+    real = float(weight > 0)
+    n = captions * real
+    loss, nll, attention, entropy, ll_sum, n_all, words, reward, stops = world.sum(
         [
             float(terms.loss.detach()) * weight / world.size,
             float(terms.nll) * n,
@@ -89,13 +109,12 @@ def backward(
             float(terms.entropy) * n,
             float(terms.log_likelihoods.sum()) * real,
             n,
-            float(mask.sum()) * real,
+            words * real,
+            reward * real,
             float(stop),
         ]
     )
-    if math.isfinite(loss):
-        (terms.loss * weight).backward()
-    return BatchSums(loss, nll, attention, entropy, ll_sum, int(n_all), int(words), stops > 0)
+    return BatchSums(loss, nll, attention, entropy, ll_sum, int(n_all), int(words), stops > 0, reward)
 
 
 def _expected_log_likelihood(

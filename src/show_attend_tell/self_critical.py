@@ -25,7 +25,7 @@ from . import objectives, precision
 from .data import Features
 from .decode import banned_ids
 from .distributed import World
-from .minibatch import BatchSums
+from .minibatch import BatchSums, global_sums
 from .model import Captioner, Context
 from .settings import Settings
 from .text import END, PAD, START
@@ -44,16 +44,13 @@ class CiderD:
     """CIDEr-D of candidate captions against the references of their images, idf from those references."""
 
     def __init__(self, references: dict[int, list[str]]) -> None:
-        counts = {i: [_counts(r.split()) for r in refs] for i, refs in references.items()}
-        frequency: Counter = Counter()
+        words = {i: [r.split() for r in refs] for i, refs in references.items()}
+        counts = {i: [_counts(w) for w in refs] for i, refs in words.items()}
+        self.frequency: Counter = Counter()  # images whose references hold each n-gram
         for per_ref in counts.values():
-            frequency.update(set().union(*(set(c) for ref in per_ref for c in ref)))
+            self.frequency.update(set().union(*(set(c) for ref in per_ref for c in ref)))
         self.log_images = math.log(float(len(references)))
-        self.frequency = frequency
-        self.references = {
-            i: [self._vector(ref, len(r.split())) for ref, r in zip(per_ref, references[i])]
-            for i, per_ref in counts.items()
-        }
+        self.references = {i: [self._vector(c, len(w)) for c, w in zip(counts[i], words[i])] for i in references}
 
     def _vector(self, counts: list[Counter], length: int) -> tuple[Vector, list[float], int]:
         # The toolkit measures a caption's length as its number of bigrams: words - 1, and 0 when it is empty.
@@ -119,9 +116,8 @@ def rewards(scorer: CiderD, images: np.ndarray, tokens: torch.Tensor, vocab: lis
     """(B x samples,) CIDEr-D of each sampled caption against its image's references."""
     end = vocab.index(END)
     out = np.empty(len(tokens))
-    for row, ids in enumerate(tokens.tolist()):
-        words = [vocab[w] for w in ids[: ids.index(end)]] if end in ids else [vocab[w] for w in ids]
-        out[row] = scorer.score(int(images[row // samples]), words)
+    for row, ids in enumerate(tokens.tolist()):  # every sample ends in <end>
+        out[row] = scorer.score(int(images[row // samples]), [vocab[w] for w in ids[: ids.index(end)]])
     return out
 
 
@@ -158,7 +154,7 @@ def policy_gradient(
     ended = (tokens == end).long().cumsum(1)
     mask = ((ended == 0) | ((ended == 1) & (tokens == end))).float()
     targets = torch.where(mask > 0, tokens, torch.full_like(tokens, end))
-    banned = torch.zeros(net_vocab_size(net), dtype=torch.bool, device=tokens.device)
+    banned = torch.zeros(len(vocab), dtype=torch.bool, device=tokens.device)
     banned[banned_ids(vocab)] = True
     lengths = mask.sum(1).long()
     parts = torch.argsort(lengths, stable=True).split(chunk)
@@ -182,10 +178,6 @@ def policy_gradient(
         entropy[rows] = objectives.attention_entropy(out.alphas.detach(), m)
     total = -(advantage * ll).mean() + alpha_c * penalty.mean()
     return objectives.Terms(total, -ll.mean(), penalty.mean(), ll, entropy.mean())
-
-
-def net_vocab_size(net: torch.nn.Module) -> int:
-    return getattr(net, "module", net).config.vocab_size
 
 
 def backward(
@@ -228,23 +220,8 @@ def backward(
         )
     finally:
         net.train()
-    real = float(weight > 0)
-    n = len(tokens) * real
-    words = float((tokens != vocab.index(PAD)).sum()) * real  # each caption's words and its <end>
-    loss, nll, attention, entropy, ll_sum, n_all, words, reward_sum, stops = world.sum(
-        [
-            float(terms.loss.detach()) * weight / world.size,
-            float(terms.nll) * n,
-            float(terms.attention) * n,
-            float(terms.entropy) * n,
-            float(terms.log_likelihoods.sum()) * real,
-            n,
-            words,
-            float(reward.sum()) * real,
-            float(stop),
-        ]
-    )
-    return BatchSums(loss, nll, attention, entropy, ll_sum, int(n_all), int(words), stops > 0, reward_sum)
+    words = float((tokens != vocab.index(PAD)).sum())  # each caption's words and its <end>
+    return global_sums(terms, world, weight, len(tokens), words, stop, float(reward.sum()))
 
 
 def image_batches(images: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
