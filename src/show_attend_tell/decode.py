@@ -22,7 +22,7 @@ from .data import Features, check_features
 from .devices import resolve_device
 from .errors import SatError
 from .images import read_images_csv
-from .model import Captioner, Context, load_model
+from .model import Captioner, load_model
 from .progress import progress_bar
 from .text import END, PAD, START, UNK
 
@@ -115,7 +115,7 @@ def beam_search(
         h, c = step.h[images, origin[keep]], step.c[images, origin[keep]]
         words, scores = word[keep], scores[keep]
         if not keep.all():
-            ctx = Context(*(x[keep] for x in ctx))
+            ctx = ctx.rows(keep)
             active = active[keep]
     return _backtrack(origins, emitted, alphas, live, best_raw, best_step, best_beam)
 

@@ -16,6 +16,7 @@ all steps after the loop, in one product over the vocabulary.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,6 +28,7 @@ from torch import nn
 from . import ops
 from .atomic import atomic_output, save_torch
 from .errors import SatError, first_line
+from .step_linear import StepLinear
 from .text import SPECIALS
 
 ATTENTIONS = ("soft", "hard")
@@ -60,6 +62,12 @@ class Context(NamedTuple):
 
     features: torch.Tensor  # (B, L, D) annotation vectors a_i
     doubled: torch.Tensor  # (B, L, A) 2 (W_a a_i + b), for the attention's tanh computed by way of sigmoid
+    from_h: Callable[[torch.Tensor], torch.Tensor]  # the layers applied at every step: with gradients,
+    gates_z: Callable[[torch.Tensor], torch.Tensor]  # StepLinear (one weight-gradient product for all steps)
+
+    def rows(self, index: torch.Tensor) -> Context:
+        """The context of the images ``index`` picks (a mask, or indices that may repeat)."""
+        return self._replace(features=self.features[index], doubled=self.doubled[index])
 
 
 class Step(NamedTuple):
@@ -111,7 +119,10 @@ class Captioner(nn.Module):
         kind = features.device.type
         if torch.is_autocast_enabled(kind):  # cast once, not at every step's product with alpha (bmm would)
             features = features.to(torch.get_autocast_dtype(kind))
-        return Context(features, 2 * self.att_features(features))
+        layers = (self.from_h, self.gates_z)
+        if torch.is_grad_enabled() and self.from_h.weight.requires_grad:
+            layers = tuple(StepLinear(layer) for layer in layers)
+        return Context(features, 2 * self.att_features(features), *layers)
 
     def initial_state(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         mean = ctx.features.mean(1)
@@ -137,7 +148,7 @@ class Captioner(nn.Module):
         expectation). With neither, every row uses the expected context (soft attention, decoding).
         """
         a, n = self.config.attention_dim, self.config.hidden_dim
-        att_h, gates_h, beta = self.from_h(h).split((a, 4 * n, 1), dim=-1)
+        att_h, gates_h, beta = ctx.from_h(h).split((a, 4 * n, 1), dim=-1)
         # Rows of h may be several per image (beams): (images, rows per image, L, A) without copying the image.
         images, lead = ctx.features.shape[0], h.shape[:-1]
         att_h = att_h.reshape(images, -1, 1, a)
@@ -155,7 +166,7 @@ class Captioner(nn.Module):
             sampled = ctx.features[rows, pick.clamp(min=0)]
             z = torch.where((pick >= 0).unsqueeze(1), sampled, z)
         z = torch.sigmoid(beta) * z
-        i, f, g, o = (word_gates + gates_h + self.gates_z(z)).chunk(4, dim=-1)
+        i, f, g, o = (word_gates + gates_h + ctx.gates_z(z)).chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return Step(h, c, z, alpha, pick)

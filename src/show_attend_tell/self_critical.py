@@ -26,7 +26,7 @@ from .data import Features
 from .decode import banned_ids
 from .distributed import World
 from .minibatch import BatchSums, global_sums
-from .model import Captioner, Context
+from .model import Captioner
 from .settings import Settings
 from .text import END, PAD, START
 
@@ -89,7 +89,7 @@ def sample(
     banned = torch.tensor(banned_ids(vocab), device=device)
     ctx = model.context(features)
     h, c = (x.repeat_interleave(samples, 0) for x in model.initial_state(ctx))
-    ctx = Context(*(x.repeat_interleave(samples, 0) for x in ctx))
+    ctx = ctx.rows(torch.arange(features.shape[0], device=device).repeat_interleave(samples))
     drawn = torch.full((rows, max_length + 1), pad, dtype=torch.long, device=device)
     words = torch.full((rows,), start, dtype=torch.long, device=device)
     active = torch.arange(rows, device=device)
@@ -107,7 +107,7 @@ def sample(
         if not going.any():
             break
         if not going.all():
-            active, ctx = active[going], Context(*(x[going] for x in ctx))
+            active, ctx = active[going], ctx.rows(going)
         words, h, c = words[going], step.h[going], step.c[going]
     return drawn[:, : t + 1]
 
