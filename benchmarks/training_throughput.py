@@ -54,6 +54,46 @@ def flops_per_token(c: ModelConfig, words: int) -> float:
     return 2 * 3 * (per_step + per_caption / (words + 1))
 
 
+def add_dimensions(p: argparse.ArgumentParser) -> None:
+    """The batch's and the model's sizes (the paper's by default)."""
+    p.add_argument("--vocab-size", type=int, default=10004)
+    p.add_argument("--locations", type=int, default=196)
+    p.add_argument("--feature-dim", type=int, default=512)
+    p.add_argument("--embed-dim", type=int, default=512)
+    p.add_argument("--hidden-dim", type=int, default=1800)
+    p.add_argument("--attention-dim", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--words", type=int, default=11, help="caption length in words (Flickr8k's median is 11)")
+
+
+def captioner(config: ModelConfig, device: torch.device) -> tuple[Captioner, torch.optim.Optimizer]:
+    """Our captioner in training mode, seeded, with the optimizer the train stage makes."""
+    torch.manual_seed(0)
+    model = Captioner(config).to(device).train()
+    return model, torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+
+
+def training_step(model: Captioner, optimizer: torch.optim.Optimizer, precision_name: str):
+    """One training step of ours on a batch (features, tokens): forward, objective, backward, clipping, update."""
+
+    def step(features: torch.Tensor, tokens: torch.Tensor) -> None:
+        device = features.device
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        mask = torch.ones(targets.shape, device=device)
+        with precision.autocast(device, precision_name):
+            out = model(features, inputs, sample_rows=torch.rand(len(tokens), device=device) >= 0.5)
+        if model.config.attention == "hard":
+            terms = objectives.hard_objective(out, targets, mask, baseline=None, lambda_r=1.0, lambda_e=0.002)
+        else:
+            terms = objectives.soft_objective(out, targets, mask, alpha_c=1.0)
+        optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+
+    return step
+
+
 class PerStepDecoder(nn.Module):
     """The straightforward decoder (see the module docstring), with the same doubly stochastic loss."""
 
@@ -116,14 +156,7 @@ def time_steps(step, batches, warmup: int, device: torch.device) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--vocab-size", type=int, default=10004)
-    p.add_argument("--locations", type=int, default=196)
-    p.add_argument("--feature-dim", type=int, default=512)
-    p.add_argument("--embed-dim", type=int, default=512)
-    p.add_argument("--hidden-dim", type=int, default=1800)
-    p.add_argument("--attention-dim", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--words", type=int, default=11, help="caption length in words (Flickr8k's median is 11)")
+    add_dimensions(p)
     p.add_argument("--batches", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto")
@@ -141,28 +174,12 @@ def main() -> None:
     rates, chosen = {}, {}
 
     for attention in ("soft", "hard"):
-        torch.manual_seed(0)
         config = ModelConfig(args.vocab_size, args.locations, args.feature_dim, attention=attention, **dims)
-        model = Captioner(config).to(device).train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as training makes it
+        model, optimizer = captioner(config, device)
         batch = next(random_batches(args, device, 1))
 
-        def ours(features, tokens, model=model, optimizer=optimizer, attention=attention, name="float32"):
-            inputs, targets = tokens[:, :-1], tokens[:, 1:]
-            mask = torch.ones(targets.shape, device=device)
-            with precision.autocast(device, name):
-                out = model(features, inputs, sample_rows=torch.rand(len(tokens), device=device) >= 0.5)
-            if attention == "hard":
-                terms = objectives.hard_objective(out, targets, mask, baseline=None, lambda_r=1.0, lambda_e=0.002)
-            else:
-                terms = objectives.soft_objective(out, targets, mask, alpha_c=1.0)
-            optimizer.zero_grad(set_to_none=True)
-            terms.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-
-        def in_precision(name, ours=ours):
-            return lambda features, tokens: ours(features, tokens, name=name)
+        def in_precision(name, model=model, optimizer=optimizer):
+            return training_step(model, optimizer, name)
 
         name = precision.choose(
             args.precision, device, lambda p, f=in_precision, batch=batch: time_steps(f(p), [batch] * 4, 1, device)

@@ -1,0 +1,85 @@
+"""The training step with the recurrent layers' weight gradients in one product (StepLinear) or one per step.
+
+The decoder applies ``from_h`` and ``gates_z`` at every step; ``show_attend_tell.step_linear`` computes
+their weight gradients as one product over all steps instead of autograd's one small product per step.
+Runs minutes apart on a 2-core host differ by more than this change, so both are timed in this one
+process, in turns (``--rounds``), on the same batches; the per-step version is the same model with the
+layers called directly. Prints the host line (CPU, matmul peaks) and each version's median.
+
+    .venv/bin/python benchmarks/step_weight_gradients.py --precision float32 \\
+        --hidden-dim 512 --embed-dim 256 --attention-dim 256 --locations 49 --feature-dim 352 --vocab-size 2504
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from contextlib import contextmanager
+
+import roofline
+import torch
+from training_throughput import add_dimensions, captioner, random_batches, time_steps, training_step
+
+from show_attend_tell import heap, model
+from show_attend_tell.machine import describe
+from show_attend_tell.model import ModelConfig
+
+
+@contextmanager
+def per_step_weight_gradients():
+    """The decoder calls its layers at every step, as without StepLinear."""
+    deferred = model.StepLinear
+    model.StepLinear = lambda layer: layer
+    try:
+        yield
+    finally:
+        model.StepLinear = deferred
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dimensions(p)
+    p.add_argument("--attention", default="soft", choices=model.ATTENTIONS)
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--batches", type=int, default=5, help="timed batches per version and round")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    heap.keep_freed_memory()  # as training does
+    host = describe(device)
+    config = ModelConfig(
+        args.vocab_size,
+        args.locations,
+        args.feature_dim,
+        attention=args.attention,
+        embed_dim=args.embed_dim,
+        hidden_dim=args.hidden_dim,
+        attention_dim=args.attention_dim,
+    )
+    net, optimizer = captioner(config, device)
+    step = training_step(net, optimizer, args.precision)
+    batches = list(random_batches(args, device, args.batches + 1))
+    seconds: dict[str, list[float]] = {"one product over all steps": [], "one product per step": []}
+    for _ in range(args.rounds):
+        seconds["one product over all steps"].append(time_steps(step, batches, 1, device))
+        with per_step_weight_gradients():
+            seconds["one product per step"].append(time_steps(step, batches, 1, device))
+    print(roofline.host_line(host))
+    print(
+        f"{args.attention} training step, {args.precision}, {torch.get_num_threads()} threads: batch "
+        f"{args.batch_size} x {args.words + 1} tokens, L={args.locations}, D={args.feature_dim}, V={args.vocab_size}, "
+        f"embed {args.embed_dim}, LSTM {args.hidden_dim}, attention {args.attention_dim}; median of {args.rounds} "
+        f"rounds of {args.batches} batches"
+    )
+    tokens = args.batch_size * (args.words + 1)
+    base = statistics.median(seconds["one product per step"])
+    for name, times in seconds.items():
+        median = statistics.median(times)
+        print(f"{name:28s} {1000 * median:7.1f} ms per batch {tokens / median:8.1f} tokens/s   {base / median:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
