@@ -10,7 +10,9 @@ paper's eq. 7 writes the sum without it, which would make the deep output a plai
 Speed comes from doing per step only what depends on h_{t-1}: W_a a_i is projected once per batch,
 the word embeddings' share of the LSTM gates for all steps in one matrix product, the three
 projections of h_{t-1} (attention, gates, gate beta) in one product, and the deep output layer over
-all steps after the loop, in one product over the vocabulary.
+all steps after the loop, in one product over the vocabulary. In training, the weight gradients of the
+two layers applied at every step (that projection of h_{t-1}, and z_t's share of the gates) are one
+product over all steps each (``step_linear``), not one small product per step.
 """
 
 from __future__ import annotations
