@@ -18,11 +18,10 @@ from contextlib import contextmanager
 
 import roofline
 import torch
-from training_throughput import add_dimensions, captioner, random_batches, time_steps, training_step
+from training_throughput import add_dimensions, captioner, model_config, random_batches, time_steps, training_step
 
 from show_attend_tell import heap, model
 from show_attend_tell.machine import describe
-from show_attend_tell.model import ModelConfig
 
 
 @contextmanager
@@ -50,16 +49,7 @@ def main() -> None:
     device = torch.device("cpu")
     heap.keep_freed_memory()  # as training does
     host = describe(device)
-    config = ModelConfig(
-        args.vocab_size,
-        args.locations,
-        args.feature_dim,
-        attention=args.attention,
-        embed_dim=args.embed_dim,
-        hidden_dim=args.hidden_dim,
-        attention_dim=args.attention_dim,
-    )
-    net, optimizer = captioner(config, device)
+    net, optimizer = captioner(model_config(args, args.attention), device)
     step = training_step(net, optimizer, args.precision)
     batches = list(random_batches(args, device, args.batches + 1))
     seconds: dict[str, list[float]] = {"one product over all steps": [], "one product per step": []}

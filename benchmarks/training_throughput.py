@@ -66,6 +66,12 @@ def add_dimensions(p: argparse.ArgumentParser) -> None:
     p.add_argument("--words", type=int, default=11, help="caption length in words (Flickr8k's median is 11)")
 
 
+def model_config(args: argparse.Namespace, attention: str) -> ModelConfig:
+    """The captioner of the sizes :func:`add_dimensions` reads, with the paper's dropout."""
+    sizes = dict(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, attention_dim=args.attention_dim)
+    return ModelConfig(args.vocab_size, args.locations, args.feature_dim, attention=attention, dropout=0.5, **sizes)
+
+
 def captioner(config: ModelConfig, device: torch.device) -> tuple[Captioner, torch.optim.Optimizer]:
     """Our captioner in training mode, seeded, with the optimizer the train stage makes."""
     torch.manual_seed(0)
@@ -169,12 +175,11 @@ def main() -> None:
     if device.type == "cpu":
         heap.keep_freed_memory()  # as training does
     host = describe(device)
-    dims = dict(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, attention_dim=args.attention_dim, dropout=0.5)
     tokens_per_batch = args.batch_size * (args.words + 1)
     rates, chosen = {}, {}
 
     for attention in ("soft", "hard"):
-        config = ModelConfig(args.vocab_size, args.locations, args.feature_dim, attention=attention, **dims)
+        config = model_config(args, attention)
         model, optimizer = captioner(config, device)
         batch = next(random_batches(args, device, 1))
 
