@@ -16,6 +16,25 @@ def test_a_failure_leaves_neither_the_output_nor_its_partial(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_writers_of_one_shared_output_at_once_each_use_their_own_partial_and_the_last_wins(tmp_path):
+    out = tmp_path / "cache.json"
+    with atomic_output(out, shared=True) as first, atomic_output(out, shared=True) as second:
+        assert first != second
+        first.write_text("first")
+        second.write_text("second")
+    assert out.read_text() == "first"  # the outer writer finished last
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_two_writers_of_a_plain_output_at_once_the_later_fails_clearly_and_the_output_is_whole(tmp_path):
+    out = tmp_path / "model.pt"
+    with pytest.raises(SatError, match="cannot write"), atomic_output(out) as first:
+        first.write_text("first")
+        with atomic_output(out) as second:  # the same partial: what a shared output avoids
+            second.write_text("second")
+    assert out.read_text() == "second"
+
+
 def test_an_output_whose_parent_is_a_file_is_one_clear_error(tmp_path):
     (tmp_path / "results").write_text("a file where a folder should be")
     with pytest.raises(SatError, match=r"cannot write .*results/demo/vocab.csv: (Not a directory|File exists)"):

@@ -127,6 +127,14 @@ def test_a_verdict_is_remembered_per_machine_and_workload(native):
     assert precision.verdicts_file().exists()
 
 
+def test_a_verdicts_file_that_cannot_be_written_costs_only_a_probe_next_time(native, monkeypatch, tmp_path):
+    (tmp_path / "not_a_folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not_a_folder"))
+    assert precision.choose("auto", CPU, timings(float32=1.0, bfloat16=0.5), workload="w") == "bfloat16"
+    probe = timings(float32=1.0, bfloat16=0.5)
+    assert precision.choose("auto", CPU, probe, workload="w") == "bfloat16" and probe.asked
+
+
 def test_an_unreadable_verdicts_file_means_measuring_again(native):
     precision.verdicts_file().parent.mkdir(parents=True, exist_ok=True)
     precision.verdicts_file().write_text("{torn")

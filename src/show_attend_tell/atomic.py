@@ -28,18 +28,22 @@ def partial_path(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, keep_partial: bool = False, folder: bool = False) -> Iterator[Path]:
+def atomic_output(
+    path: str | os.PathLike, keep_partial: bool = False, folder: bool = False, shared: bool = False
+) -> Iterator[Path]:
     """Yield a temporary path to write; on success rename it to ``path``, on failure remove it.
 
     ``keep_partial`` leaves the temporary file after a failure, for work that resumes from it.
     ``folder``: the output is a directory. A file output never replaces a folder, and a folder output only
     an empty one or one written here (marked), so a mistyped output name cannot delete the user's folder.
+    ``shared``: other processes may write ``path`` at the same time (a per-machine cache), so each writes a
+    temporary file of its own name, and the last to finish wins.
     A place that cannot be written (a read-only file system, a parent that is a file) is a SatError naming
     the output, not a traceback.
     """
     path = Path(path)
-    tmp = partial_path(path)
     check_writable(path, folder)
+    tmp = _own_partial(path) if shared else partial_path(path)
     try:
         yield tmp
     except BaseException as e:
@@ -58,6 +62,16 @@ def atomic_output(path: str | os.PathLike, keep_partial: bool = False, folder: b
         os.replace(tmp, path)
     except OSError as e:
         raise _unwritable(path, e) from e
+
+
+def _own_partial(path: Path) -> Path:
+    """A temporary sibling of ``path`` that no other process uses: ``path``'s partial name and a unique part."""
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".partial")
+    except OSError as e:
+        raise _unwritable(path, e) from e
+    os.close(fd)
+    return Path(name)
 
 
 def check_writable(path: str | os.PathLike, folder: bool = False) -> None:

@@ -127,7 +127,7 @@ def _remember(path: Path, key: str, verdict: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         verdicts = _read_verdicts(path) | {key: verdict}
-        with atomic_output(path) as tmp:
+        with atomic_output(path, shared=True) as tmp:  # the soft and hard models' jobs probe at once
             tmp.write_text(json.dumps(verdicts, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    except OSError as e:
+    except (OSError, SatError) as e:
         log.warning("could not record the precision verdict in %s: %s", path, e)
