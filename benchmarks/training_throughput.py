@@ -21,7 +21,10 @@ the precision it ran in.
 
     .venv/bin/python benchmarks/training_throughput.py
     .venv/bin/python benchmarks/training_throughput.py --hidden-dim 512 --embed-dim 256 --attention-dim 256
-    .venv/bin/python benchmarks/training_throughput.py --precision float32
+    .venv/bin/python benchmarks/training_throughput.py --precision float32 --rounds 3
+
+``--rounds N`` times ours (soft, hard) and the port in turns N times and reports each one's median round, so a
+host whose speed drifts over minutes moves all three alike.
 """
 
 from __future__ import annotations
@@ -165,6 +168,7 @@ def main() -> None:
     add_dimensions(p)
     p.add_argument("--batches", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=1, help="time ours and the port in turns this many times")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--precision", default="auto", choices=precision.PRECISIONS, help="ours (the port: float32)")
@@ -176,7 +180,7 @@ def main() -> None:
         heap.keep_freed_memory()  # as training does
     host = describe(device)
     tokens_per_batch = args.batch_size * (args.words + 1)
-    rates, chosen = {}, {}
+    steps, chosen = {}, {}
 
     for attention in ("soft", "hard"):
         config = model_config(args, attention)
@@ -189,10 +193,7 @@ def main() -> None:
         name = precision.choose(
             args.precision, device, lambda p, f=in_precision, batch=batch: time_steps(f(p), [batch] * 4, 1, device)
         )
-        seconds = time_steps(
-            in_precision(name), random_batches(args, device, args.batches + args.warmup), args.warmup, device
-        )
-        rates[f"ours, {attention} attention"] = tokens_per_batch / seconds
+        steps[f"ours, {attention} attention"] = in_precision(name)
         chosen[f"ours, {attention} attention"] = (name, config)
 
     torch.manual_seed(0)
@@ -213,16 +214,22 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(baseline.parameters(), 5.0)
         optimizer.step()
 
-    seconds = time_steps(per_step, random_batches(args, device, args.batches + args.warmup), args.warmup, device)
-    rates["per-step decoder, soft attention"] = tokens_per_batch / seconds
+    steps["per-step decoder, soft attention"] = per_step
+    # In turns, round after round: on a noisy host the ratios then compare the same moments.
+    batches = list(random_batches(args, device, args.batches + args.warmup))
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            seconds[name].append(time_steps(step, batches, args.warmup, device))
+    rates = {name: tokens_per_batch / statistics.median(times) for name, times in seconds.items()}
 
     reference = rates["per-step decoder, soft attention"]
     print(roofline.host_line(host))
     print(
         f"training tokens/s on {device} ({torch.get_num_threads()} threads): batch {args.batch_size} captions of "
         f"{args.words} words (+<end>), L={args.locations}, D={args.feature_dim}, V={args.vocab_size}, "
-        f"embed {args.embed_dim}, LSTM {args.hidden_dim}, attention {args.attention_dim}; median of "
-        f"{args.batches} batches after {args.warmup} warm-up"
+        f"embed {args.embed_dim}, LSTM {args.hidden_dim}, attention {args.attention_dim}; each the median of "
+        f"{args.rounds} round(s) in turns, a round the median of {args.batches} batches after {args.warmup} warm-up"
     )
     for name, rate in rates.items():
         line = f"{name:36s} {rate:9.1f} tokens/s   {rate / reference:5.2f}x the per-step decoder"
