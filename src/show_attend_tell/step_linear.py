@@ -1,8 +1,8 @@
 """A linear layer applied at every step of a recurrence, whose weight gradient is one product over all steps.
 
 Autograd computes a weight's gradient per use: T small products G_t^T X_t of B rows each, summed one
-by one. The same sum is one product G^T X over the T*B rows stacked, which a CPU computes at a far
-higher share of its peak (benchmarks/training_throughput.py measures the training step either way).
+by one. The same sum is one product G^T X over the T*B rows stacked, which runs nearer the matmul
+peak (benchmarks/step_weight_gradients.py times the training step either way).
 
 Each step's backward records its output gradient and its input and returns only the input's gradient.
 The weights pass through one node before the steps use them; autograd runs that node only after every
