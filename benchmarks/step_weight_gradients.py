@@ -13,12 +13,11 @@ layers called directly. Prints the host line (CPU, matmul peaks) and each versio
 from __future__ import annotations
 
 import argparse
-import statistics
 from contextlib import contextmanager
 
 import roofline
 import torch
-from training_throughput import add_dimensions, captioner, model_config, random_batches, time_steps, training_step
+from training_throughput import add_dimensions, captioner, in_turns, model_config, random_batches, training_step
 
 from show_attend_tell import heap, model
 from show_attend_tell.machine import describe
@@ -51,12 +50,14 @@ def main() -> None:
     host = describe(device)
     net, optimizer = captioner(model_config(args, args.attention), device)
     step = training_step(net, optimizer, args.precision)
-    batches = list(random_batches(args, device, args.batches + 1))
-    seconds: dict[str, list[float]] = {"one product over all steps": [], "one product per step": []}
-    for _ in range(args.rounds):
-        seconds["one product over all steps"].append(time_steps(step, batches, 1, device))
+
+    def per_step(features: torch.Tensor, tokens: torch.Tensor) -> None:
         with per_step_weight_gradients():
-            seconds["one product per step"].append(time_steps(step, batches, 1, device))
+            step(features, tokens)
+
+    batches = list(random_batches(args, device, args.batches + 1))
+    steps = {"one product over all steps": step, "one product per step": per_step}
+    seconds = in_turns(steps, batches, args.rounds, 1, device)
     print(roofline.host_line(host))
     print(
         f"{args.attention} training step, {args.precision}, {torch.get_num_threads()} threads: batch "
@@ -65,10 +66,9 @@ def main() -> None:
         f"rounds of {args.batches} batches"
     )
     tokens = args.batch_size * (args.words + 1)
-    base = statistics.median(seconds["one product per step"])
-    for name, times in seconds.items():
-        median = statistics.median(times)
-        print(f"{name:28s} {1000 * median:7.1f} ms per batch {tokens / median:8.1f} tokens/s   {base / median:5.2f}x")
+    base = seconds["one product per step"]
+    for name, spent in seconds.items():
+        print(f"{name:28s} {1000 * spent:7.1f} ms per batch {tokens / spent:8.1f} tokens/s   {base / spent:5.2f}x")
 
 
 if __name__ == "__main__":

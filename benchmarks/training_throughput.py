@@ -163,6 +163,18 @@ def time_steps(step, batches, warmup: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
+def in_turns(steps: dict, batches: list, rounds: int, warmup: int, device: torch.device) -> dict[str, float]:
+    """Median seconds per batch of each of ``steps``, timed in turns, round after round.
+
+    On a noisy host the steps then share the same moments, so their ratios hold even where the speed drifts.
+    """
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            seconds[name].append(time_steps(step, batches, warmup, device))
+    return {name: statistics.median(times) for name, times in seconds.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dimensions(p)
@@ -187,13 +199,11 @@ def main() -> None:
         model, optimizer = captioner(config, device)
         batch = next(random_batches(args, device, 1))
 
-        def in_precision(name, model=model, optimizer=optimizer):
-            return training_step(model, optimizer, name)
+        def probe(name, model=model, optimizer=optimizer, batch=batch):
+            return time_steps(training_step(model, optimizer, name), [batch] * 4, 1, device)
 
-        name = precision.choose(
-            args.precision, device, lambda p, f=in_precision, batch=batch: time_steps(f(p), [batch] * 4, 1, device)
-        )
-        steps[f"ours, {attention} attention"] = in_precision(name)
+        name = precision.choose(args.precision, device, probe)
+        steps[f"ours, {attention} attention"] = training_step(model, optimizer, name)
         chosen[f"ours, {attention} attention"] = (name, config)
 
     torch.manual_seed(0)
@@ -215,13 +225,9 @@ def main() -> None:
         optimizer.step()
 
     steps["per-step decoder, soft attention"] = per_step
-    # In turns, round after round: on a noisy host the ratios then compare the same moments.
     batches = list(random_batches(args, device, args.batches + args.warmup))
-    seconds: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            seconds[name].append(time_steps(step, batches, args.warmup, device))
-    rates = {name: tokens_per_batch / statistics.median(times) for name, times in seconds.items()}
+    seconds = in_turns(steps, batches, args.rounds, args.warmup, device)
+    rates = {name: tokens_per_batch / spent for name, spent in seconds.items()}
 
     reference = rates["per-step decoder, soft attention"]
     print(roofline.host_line(host))
