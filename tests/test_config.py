@@ -72,6 +72,11 @@ def test_the_papers_preset_is_one_configfile_away(config):
             "is not one of",
         ),
         (lambda c: c["demo"].pop("test"), "demo", "'test' is a required property"),
+        (
+            lambda c: c["datasets"]["flickr8k"]["features"].update(encoder="efficientnet_lite2+alexnet"),
+            "datasets.flickr8k.features.encoder",
+            "does not match",
+        ),
     ],
 )
 def test_an_invalid_value_is_reported_with_its_key(config, edit, key, complaint):

@@ -154,6 +154,21 @@ def test_values_equal_a_direct_forward_pass(images_csv, tmp_path):
     np.testing.assert_allclose(stored, expected.numpy(), rtol=2e-3, atol=2e-3)
 
 
+def test_stacked_encoders_write_each_one_s_vectors_side_by_side(images_csv, tmp_path):
+    stacked = "efficientnet_lite0+efficientnet_lite2"
+    out = run(images_csv, tmp_path / "stacked.h5", encoder=stacked, layer="blocks.6", batch_size=3)
+    alone = [
+        run(images_csv, tmp_path / f"{part}.h5", encoder=part, layer="blocks.6", batch_size=3)
+        for part in encoders.parts(stacked)
+    ]
+    with h5py.File(out, "r") as f:
+        assert (f.attrs["encoder"], f.attrs["dim"]) == (stacked, 320 + 352)
+        assert "efficientnet-lite0" in f.attrs["weights"] and "efficientnet-lite2" in f.attrs["weights"]
+        both = f["features"][()]
+    parts = [h5py.File(path, "r")["features"][()] for path in alone]
+    np.testing.assert_array_equal(both, np.concatenate(parts, axis=-1))
+
+
 def test_bfloat16_features_point_where_float32_ones_do_and_the_file_says_which(images_csv, tmp_path):
     exact = run(images_csv, tmp_path / "float32.h5", layer="blocks.6")
     fast = run(images_csv, tmp_path / "bfloat16.h5", layer="blocks.6", precision="bfloat16")

@@ -195,7 +195,7 @@ def shard_rows(n_images: int, k: int, n: int, batch_size: int) -> tuple[int, int
 
 def _attributes(rows: list[dict[str, str]], encoder: str, layer: str, image_size: int, pretrained: bool) -> dict:
     """The attributes of a features file of all ``rows``: what made it, and which images it holds."""
-    spec = encoders.ENCODERS[encoder]
+    spec, _ = encoders.spec(encoder, layer)
     h, w, d = encoders.output_grid(encoder, layer, image_size)
     r = encoders.resize_shorter(image_size)
     return {
