@@ -253,14 +253,19 @@ def test_real_flickr8k_sample_flows_from_a_loopback_http_server_to_table1(tmp_pa
         "archives": {name: {"url": server.url(name), "md5": md5[name]} for name in md5},
         "datasets": {
             "flickr8k": {
-                "features": {"encoder": "efficientnet_lite0", "layer": "blocks.4", "image_size": 96, "batch_size": 32},
+                "features": {  # two encoders stacked, as the flickr8k preset stacks three
+                    "encoder": "efficientnet_lite0+efficientnet_lite1",
+                    "layer": "blocks.4",
+                    "image_size": 96,
+                    "batch_size": 32,
+                },
                 "train": TINY_TRAIN | {"max_epochs": 1, "batch_size": 64},
             }
         },
     }
     snakemake(tmp_path, config=config)
     attrs, shape = check_data_stages(tmp_path / "results", "flickr8k")
-    assert shape == (991, 36, 112)
+    assert shape == (991, 36, 112 + 112)
     assert attrs["image_size"] == 96
     fetched = {entry["path"].rsplit("/", 1)[-1] for entry in server.log}
     assert fetched == set(md5)

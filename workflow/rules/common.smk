@@ -25,7 +25,7 @@ TRAIN_OUTPUTS = ("model.pt", "train_log.csv", "curves.png")
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
-    encoder="[a-z0-9_]+",
+    encoder="[a-z0-9_+]+",  # encoders joined by "+" stack their maps
     model="|".join(config["models"]),
     split="train|val|test",
 
