@@ -24,7 +24,7 @@ def test_the_shipped_config_is_valid_and_resolves_presets(config):
     assert datasets["demo"]["source"] == "demo"
     assert datasets["flickr8k"]["vocab_size"] == 2500 and datasets["coco"]["vocab_size"] == 10000
     assert datasets["flickr8k"]["train"]["optimizer"] == "adam"  # the CPU preset's (the paper's preset: rmsprop)
-    assert datasets["flickr8k"]["features"]["encoder"] == "efficientnet_lite2"
+    assert datasets["flickr8k"]["features"]["encoder"] == "efficientnet_lite2+efficientnet_lite0+efficientnet_lite1"
     assert datasets["flickr8k"]["train"]["batch_size"] == 64
     assert datasets["coco"]["train"]["optimizer"] == "adam"
     assert datasets["flickr30k"]["train"]["optimizer"] == "adam"
