@@ -275,3 +275,16 @@ def test_stacked_encoders_of_different_grids_are_refused(monkeypatch):
         monkeypatch.setitem(encoders._BUILDERS, name, lambda layer, pretrained, s=stride: torch.nn.Conv2d(3, 3, 1, s))
     with pytest.raises(SatError, match="'coarse\\+fine' give maps of different grids at 32 px: coarse 8x8, fine 16x16"):
         encoders.output_grid("coarse+fine", None, 32)
+
+
+def test_the_config_schema_accepts_exactly_the_registered_encoders_alone_and_joined():
+    """The schema spells the registry's names out, so that a bad config stops before any job: keep the two in step."""
+    import re
+
+    from show_attend_tell.config import schema_setting
+
+    pattern = schema_setting("features", "encoder")["pattern"]
+    alternatives = re.findall(r"\(([a-z0-9_|]+)\)", pattern)
+    assert alternatives and all(set(names.split("|")) == set(encoders.ENCODERS) for names in alternatives)
+    assert re.search(pattern, encoders.JOIN.join(encoders.ENCODERS))
+    assert not re.search(pattern, "efficientnet_lite0" + encoders.JOIN + "alexnet")
