@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import urllib.error
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from PIL import Image
 
 from show_attend_tell import encoders
+from show_attend_tell.config import schema_setting
 from show_attend_tell.errors import SatError
 from show_attend_tell.images import preprocess
 
@@ -279,10 +281,6 @@ def test_stacked_encoders_of_different_grids_are_refused(monkeypatch):
 
 def test_the_config_schema_accepts_exactly_the_registered_encoders_alone_and_joined():
     """The schema spells the registry's names out, so that a bad config stops before any job: keep the two in step."""
-    import re
-
-    from show_attend_tell.config import schema_setting
-
     pattern = schema_setting("features", "encoder")["pattern"]
     alternatives = re.findall(r"\(([a-z0-9_|]+)\)", pattern)
     assert alternatives and all(set(names.split("|")) == set(encoders.ENCODERS) for names in alternatives)
