@@ -1,4 +1,5 @@
-"""Beam search: exact on small cases, greedy at beam 1, the same batched as one image at a time, no crash."""
+"""Beam search: exact on small cases, greedy at beam 1, the same batched as one image at a time, no crash,
+and, asked to, no n-gram said twice."""
 
 from __future__ import annotations
 
@@ -61,24 +62,36 @@ def test_beam_one_is_greedy_decoding():
     assert decoded.tokens == [greedy_reference(model, feats[i : i + 1], 12) for i in range(8)]
 
 
-def test_a_wide_beam_finds_the_most_probable_caption_of_all():
+def repeats(words: list[int], n: int) -> bool:
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("no_repeat_ngram", [0, 1, 2])
+def test_a_wide_beam_finds_the_most_probable_caption_of_all(no_repeat_ngram):
+    """Of all captions (with no n-gram twice, if asked): the most probable one, and its log-probability."""
     vocab = list(SPECIALS) + ["circle", "red"]
     model, feats = make(seed=3, vocab=vocab), features(3, seed=4)
     max_length = 3
-    decoded = beam_search(model, feats, vocab, beam_size=27, max_length=max_length)  # >= 3 ** max_length
+    decoded = beam_search(  # beam_size >= 3 ** max_length
+        model, feats, vocab, beam_size=27, max_length=max_length, no_repeat_ngram=no_repeat_ngram
+    )
     for i in range(3):
         candidates = [list(c) for n in range(max_length + 1) for c in itertools.product([4, 5], repeat=n)]
+        if no_repeat_ngram:
+            candidates = [c for c in candidates if not repeats(c, no_repeat_ngram)]
         scores = [log_probability(model, feats[i : i + 1], c, vocab) for c in candidates]
         assert decoded.tokens[i] == candidates[int(np.argmax(scores))]
         assert decoded.scores[i] == pytest.approx(max(scores), abs=1e-4)
 
 
-@pytest.mark.parametrize("length_penalty", [0.0, 0.7])
-def test_batched_search_returns_what_each_image_alone_returns(length_penalty):
+@pytest.mark.parametrize("length_penalty,no_repeat_ngram", [(0.0, 0), (0.7, 0), (0.7, 2)])
+def test_batched_search_returns_what_each_image_alone_returns(length_penalty, no_repeat_ngram):
     model, feats = make(), features(12)
-    batched = beam_search(model, feats, VOCAB, beam_size=3, max_length=15, length_penalty=length_penalty)
+    settings = {"beam_size": 3, "max_length": 15, "length_penalty": length_penalty, "no_repeat_ngram": no_repeat_ngram}
+    batched = beam_search(model, feats, VOCAB, **settings)
     for i in range(12):
-        alone = beam_search(model, feats[i : i + 1], VOCAB, beam_size=3, max_length=15, length_penalty=length_penalty)
+        alone = beam_search(model, feats[i : i + 1], VOCAB, **settings)
         assert batched.tokens[i] == alone.tokens[0]
         assert batched.scores[i] == pytest.approx(alone.scores[0], abs=1e-5)
         np.testing.assert_allclose(batched.alphas[i], alone.alphas[0], atol=1e-6)
@@ -109,6 +122,21 @@ def test_when_no_beam_ends_in_time_the_best_unfinished_caption_is_returned():
     assert decoded.finished == [False] * 4
     assert all(len(t) == 6 for t in decoded.tokens)
     assert all(a.shape == (6, L) for a in decoded.alphas)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_with_no_repeat_ngram_no_caption_says_the_same_n_words_twice(n):
+    model, feats = make(), features(6)
+    with torch.no_grad():
+        model.out.bias[VOCAB.index(END)] = -1e4  # no caption ends before max_length: repeats are likely
+    plain = beam_search(model, feats, VOCAB, beam_size=3, max_length=len(WORDS))
+    assert any(repeats(t, n) for t in plain.tokens)  # without the ban, captions repeat themselves
+    decoded = beam_search(model, feats, VOCAB, beam_size=3, max_length=len(WORDS), no_repeat_ngram=n)
+    assert not any(repeats(t, n) for t in decoded.tokens)
+    for i, (tokens, finished) in enumerate(zip(decoded.tokens, decoded.finished)):  # scores: the captions' log p
+        teacher = torch.tensor([[VOCAB.index(START), *tokens, *[VOCAB.index(END)] * finished]])
+        logp = torch.log_softmax(model(feats[i : i + 1], teacher[:, :-1]).logits, -1)
+        assert decoded.scores[i] == pytest.approx(logp.gather(-1, teacher[:, 1:, None]).sum().item(), rel=1e-5)
 
 
 def test_special_tokens_are_never_emitted():

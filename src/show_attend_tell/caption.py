@@ -59,6 +59,8 @@ def caption_images(
     *,
     beam_size: int = 3,
     max_length: int = 30,
+    length_penalty: float = 0.0,
+    no_repeat_ngram: int = 0,
     figures_dir: str | Path | None = None,
     batch_size: int = 16,
     device: str = "auto",
@@ -102,7 +104,15 @@ def caption_images(
             if not images:
                 continue
             features = encode_batch(encoder, torch.stack(list(images.values())), name, dev).float()
-            decoded = beam_search(model, features, vocab, beam_size=beam_size, max_length=max_length)
+            decoded = beam_search(
+                model,
+                features,
+                vocab,
+                beam_size=beam_size,
+                max_length=max_length,
+                length_penalty=length_penalty,
+                no_repeat_ngram=no_repeat_ngram,
+            )
             for (i, image), tokens, alphas in zip(images.items(), decoded.tokens, decoded.alphas, strict=True):
                 words = [vocab[t] for t in tokens]
                 caption, figure = " ".join(words), None

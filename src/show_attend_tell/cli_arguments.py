@@ -195,7 +195,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "caption a split's images by batched beam search: COCO results JSON + attention",
     )
     s.add_argument("--split", default="test")
-    for key in ("beam_size", "max_length", "length_penalty", "batch_size"):
+    for key in ("beam_size", "max_length", "length_penalty", "no_repeat_ngram", "batch_size"):
         add_setting(s, "decode", key)
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--device", default="auto")
@@ -234,8 +234,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     s.add_argument("model", help="a model.pt written by the train stage")
     s.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     s.add_argument("--figures", help="folder to write each image's attention figure to")
-    add_setting(s, "decode", "beam_size")
-    add_setting(s, "decode", "max_length")
+    for key in ("beam_size", "max_length", "length_penalty", "no_repeat_ngram"):
+        add_setting(s, "decode", key)
     # Not decode's batch_size: these are images read and run through the CNN too, not stored features.
     s.add_argument("--batch-size", type=int, default=16, help="images read, encoded and captioned at once")
     s.add_argument("--device", default="auto")

@@ -109,7 +109,7 @@ def run_decode(a: argparse.Namespace) -> None:
         a.split,
         a.results_json,
         a.attention_h5,
-        **_options(a, "beam_size max_length length_penalty batch_size device threads progress"),
+        **_options(a, "beam_size max_length length_penalty no_repeat_ngram batch_size device threads progress"),
     )
 
 
@@ -144,7 +144,7 @@ def run_table1(a: argparse.Namespace) -> None:
 def run_caption(a: argparse.Namespace) -> int:
     from .caption import caption_images, format_results
 
-    options = _options(a, "beam_size max_length batch_size device")
+    options = _options(a, "beam_size max_length length_penalty no_repeat_ngram batch_size device")
     results = caption_images(a.model, a.inputs, figures_dir=a.figures, **options)
     print(format_results(results))
     return 2 if any(r.error for r in results) else 0

@@ -52,6 +52,7 @@ def beam_search(
     beam_size: int = 3,
     max_length: int = 30,
     length_penalty: float = 0.0,
+    no_repeat_ngram: int = 0,
 ) -> Decoded:
     """The best caption of each of the (B, L, D) ``features`` by beam search over all B x K beams at once.
 
@@ -60,10 +61,14 @@ def beam_search(
     best per image, ranked by log p / (words + 1) ** ``length_penalty``) and K live beams continue. An
     image is done when none of its live beams can beat its best finished hypothesis any more; one with
     no finished hypothesis after ``max_length`` words returns its best unfinished one. ``beam_size=1`` is
-    greedy decoding.
+    greedy decoding. With ``no_repeat_ngram`` = n > 0 no hypothesis says the same n words twice: a word that
+    would complete an n-gram already in it is never chosen ("a boy on a skateboard on a skateboard").
     """
-    if max_length < 1 or beam_size < 1:
-        raise ValueError(f"max_length and beam_size must be at least 1, not {max_length} and {beam_size}")
+    if max_length < 1 or beam_size < 1 or no_repeat_ngram < 0:
+        raise ValueError(
+            f"max_length and beam_size must be at least 1 and no_repeat_ngram at least 0, not {max_length}, "
+            f"{beam_size} and {no_repeat_ngram}"
+        )
     batch, k, device = features.shape[0], beam_size, features.device
     start, end = vocab.index(START), vocab.index(END)
     banned = torch.tensor(banned_ids(vocab), device=device)
@@ -72,6 +77,7 @@ def beam_search(
     scores = torch.full((batch, k), -torch.inf, device=device)
     scores[:, 0] = 0.0  # one live beam per image until the first expansion
     words = torch.full((batch, k), start, dtype=torch.long, device=device)
+    history = words.new_empty(batch, k, 0)  # the live beams' words so far
     # Per image, whether decoding or done: the best finished hypothesis and the live beams' last scores.
     best = torch.full((batch,), -torch.inf, device=device)  # after the length penalty
     best_raw = torch.zeros(batch, device=device)
@@ -86,6 +92,8 @@ def beam_search(
         step = model.step(ctx, h, c, model.gates_y(embedded))
         logp = torch.log_softmax(model.logits(embedded, step.h, step.z).float(), dim=-1)
         logp[..., banned] = -torch.inf
+        if no_repeat_ngram:
+            _ban_repeats(logp, history, no_repeat_ngram)
         candidates = scores.unsqueeze(-1) + logp  # (n, K, V)
         alphas.append(_scatter(step.alpha, active, batch))
         # The t-word hypotheses that stop here, if <end> ranks among the image's K best continuations.
@@ -103,6 +111,7 @@ def beam_search(
         candidates[:, :, end] = -torch.inf
         scores, index = candidates.view(n, -1).topk(k, dim=1)
         origin, word = index // candidates.shape[-1], index % candidates.shape[-1]
+        history = torch.cat([history.gather(1, origin.unsqueeze(-1).expand(-1, -1, t)), word.unsqueeze(-1)], -1)
         origins.append(_scatter(origin, active, batch))
         emitted.append(_scatter(word, active, batch))
         live[active] = scores
@@ -113,11 +122,22 @@ def beam_search(
             break
         images = torch.arange(n, device=device)[keep].unsqueeze(1)
         h, c = step.h[images, origin[keep]], step.c[images, origin[keep]]
-        words, scores = word[keep], scores[keep]
+        words, scores, history = word[keep], scores[keep], history[keep]
         if not keep.all():
             ctx = ctx.rows(keep)
             active = active[keep]
     return _backtrack(origins, emitted, alphas, live, best_raw, best_step, best_beam)
+
+
+def _ban_repeats(logp: torch.Tensor, history: torch.Tensor, n: int) -> None:
+    """Set to -inf in ``logp`` (rows, K, V) each word that would repeat an n-gram of ``history`` (rows, K, t)."""
+    t = history.shape[-1]
+    if t < n:
+        return
+    grams = history.unfold(-1, n, 1)  # (rows, K, t - n + 1, n): every n-gram said so far
+    said = (grams[..., :-1] == history[..., t - n + 1 :].unsqueeze(-2)).all(-1)  # its first n - 1 words end history
+    rows, beams, at = said.nonzero(as_tuple=True)
+    logp[rows, beams, grams[rows, beams, at, -1]] = -torch.inf
 
 
 def _scatter(values: torch.Tensor, active: torch.Tensor, batch: int) -> torch.Tensor:
@@ -168,6 +188,7 @@ def caption_split(
     beam_size: int = 3,
     max_length: int = 30,
     length_penalty: float = 0.0,
+    no_repeat_ngram: int = 0,
     batch_size: int = 100,
     device: str = "auto",
     threads: int | None = None,
@@ -195,6 +216,7 @@ def caption_split(
                 beam_size=beam_size,
                 max_length=max_length,
                 length_penalty=length_penalty,
+                no_repeat_ngram=no_repeat_ngram,
             )
             for field in ("tokens", "alphas", "scores", "finished"):
                 getattr(decoded, field).extend(getattr(part, field))
@@ -209,6 +231,7 @@ def caption_split(
         "beam_size": beam_size,
         "max_length": max_length,
         "length_penalty": length_penalty,
+        "no_repeat_ngram": no_repeat_ngram,
         "split": split,
         "model": str(model_pt),
         "attention": document["config"]["attention"],

@@ -27,7 +27,8 @@ rule decode:
     shell:
         "sat decode {input.model:q} {input.features:q} {input.images:q} {output.captions:q} {output.attention:q}"
         " --split {wildcards.split} --beam-size {params.d[beam_size]} --max-length {params.d[max_length]}"
-        " --length-penalty {params.d[length_penalty]} --batch-size {params.d[batch_size]} --threads {threads}"
+        " --length-penalty {params.d[length_penalty]} --no-repeat-ngram {params.d[no_repeat_ngram]}"
+        " --batch-size {params.d[batch_size]} --threads {threads}"
         " --device {params.device:q} > {log:q} 2>&1"
 
 
