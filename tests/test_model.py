@@ -129,6 +129,18 @@ def test_dropout_acts_on_the_deep_output_in_training_only():
     assert not torch.allclose(model(feats, inputs).logits, model(feats, inputs).logits)
 
 
+def test_a_given_dropout_mask_is_the_dropout_applied_in_training_and_in_eval_mode():
+    model = make(dropout=0.5).train()
+    feats, inputs = batch()
+    dropped = model.dropout_mask(*inputs.shape, feats.device)
+    assert set(dropped.unique().tolist()) == {0.0, 2.0}  # kept units scaled by 1 / (1 - p)
+    first = model(feats, inputs, dropped=dropped).logits
+    torch.testing.assert_close(model(feats, inputs, dropped=dropped).logits, first)
+    torch.testing.assert_close(model.eval()(feats, inputs, dropped=dropped).logits, first)
+    assert model.dropout_mask(3, 4, feats.device) is None  # eval mode drops nothing
+    assert make(dropout=0.0).train().dropout_mask(3, 4, feats.device) is None
+
+
 def test_padding_steps_contribute_nothing_to_the_loss_or_the_penalty():
     model = make()
     feats, inputs = batch(b=2, t=5)

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from show_attend_tell import data, minibatch, self_critical, text, train, validation, weight_average
+from show_attend_tell import data, minibatch, objectives, self_critical, text, train, validation, weight_average
 from show_attend_tell.demo_stages import offline_features
 from show_attend_tell.distributed import World
 from show_attend_tell.errors import SatError
-from show_attend_tell.model import load_model
+from show_attend_tell.model import Captioner, load_model
 from show_attend_tell.settings import Settings
 
 TINY = dict(
@@ -106,6 +106,40 @@ def test_training_writes_the_selected_model_its_log_and_curves(stages, tmp_path)
     assert measured == pytest.approx(
         {"nll_per_word": best["val_nll_per_word"], "bleu4": best["val_bleu4"], "cider": best["val_cider"]}, rel=1e-4
     )
+
+
+class OneVectorEverywhere:
+    """Features whose L annotation vectors of an image are all the same: a sampled location is the expectation."""
+
+    def __init__(self, features: data.Features) -> None:
+        self.features = features
+
+    def __getitem__(self, index: np.ndarray) -> torch.Tensor:
+        f = self.features[index]
+        return f.mean(1, keepdim=True).expand_as(f).contiguous()
+
+
+def test_the_expected_context_baseline_drops_the_units_its_training_pass_drops(stages, monkeypatch):
+    """Else the hard model's reward would measure two dropout draws as much as the sampled locations."""
+    settings = Settings.from_config(
+        TINY | {"attention": "hard", "baseline": "expected_context", "semi_sampling_p": 0.0, "dropout": 0.5}
+    )
+    captions = data.read_encoded(stages / "captions.h5", stages / "vocab.csv")
+    features = data.Features(stages / "features.h5")
+    torch.manual_seed(0)
+    model = Captioner(settings.model_config(len(captions.vocab), features.num_locations, features.feature_dim))
+    seen = {}
+    objective = objectives.hard_objective
+
+    def spy(out, targets, mask, **terms):
+        seen.update(own=objectives.word_log_likelihood(out.logits, targets, mask), baseline=terms["expected"])
+        return objective(out, targets, mask, **terms)
+
+    monkeypatch.setattr(objectives, "hard_objective", spy)
+    rows = data.length_batches(data.read_length_dictionary(stages / "lengths.json"), 16, 0, 0)[0]
+    minibatch.backward(model, captions, OneVectorEverywhere(features), rows, settings, None, World())
+    torch.testing.assert_close(seen["baseline"], seen["own"].detach())  # every caption sampled: reward 0
+    assert model.training
 
 
 def test_same_seed_same_model_other_seed_other_model(stages, tmp_path):

@@ -59,11 +59,17 @@ def backward(
     feats = features[captions.image_index[mine]].to(device, non_blocking=True).float()
     hard = settings.attention == "hard"
     sample_rows = (torch.rand(len(mine)) >= settings.semi_sampling_p).to(device) if hard else None
+    # The expected-context baseline drops the units this pass drops: a reward that also measured how two dropout
+    # draws differ would be mostly that noise (at dropout 0.4, std 1.3 nats per caption against 1.7 from the locations).
+    shared = hard and settings.baseline == "expected_context"
+    dropped = getattr(net, "module", net).dropout_mask(*inputs.shape, device) if shared else None
     with precision.autocast(device, precision_name):
-        out = net(feats, inputs, sample_rows=sample_rows)
+        out = net(feats, inputs, sample_rows=sample_rows, dropped=dropped)
     real = float(weight > 0)  # 0: this process only joins the reduction
     if hard:
-        expected = _expected_log_likelihood(net, feats, inputs, targets, mask, sample_rows, precision_name, settings)
+        expected = _expected_log_likelihood(
+            net, feats, inputs, targets, mask, sample_rows, precision_name, settings, dropped
+        )
         if baseline is None and expected is None:
             ll = objectives.word_log_likelihood(out.logits, targets, mask)
             total, count = world.sum([float(ll.detach().sum()) * real, float(mask.sum()) * real])
@@ -126,12 +132,13 @@ def _expected_log_likelihood(
     sample_rows: torch.Tensor,
     precision_name: str,
     settings: Settings,
+    dropped: torch.Tensor | None,
 ) -> torch.Tensor | None:
     """Hard attention's ``expected_context`` baseline: log p(y | a) of each caption with the expected context.
 
     One forward pass without gradients over the captions whose locations were sampled (the others need
-    no baseline: they are 0 here), without dropout, so it draws no random numbers and the step's
-    randomness stays what it was; None for the ``moving_average`` baseline.
+    no baseline: they are 0 here), with the training pass's dropout ``dropped`` (None: none), so the reward
+    measures the locations alone, and it draws no random numbers; None for the ``moving_average`` baseline.
     """
     if settings.baseline != "expected_context":
         return None
@@ -139,10 +146,11 @@ def _expected_log_likelihood(
     if not sample_rows.any():
         return expected
     model = getattr(net, "module", net)  # DDP's own forward would expect a backward pass
+    same = None if dropped is None else dropped[sample_rows]
     model.eval()
     try:
         with torch.no_grad(), precision.autocast(feats.device, precision_name):
-            out = model(feats[sample_rows], inputs[sample_rows])
+            out = model(feats[sample_rows], inputs[sample_rows], dropped=same)
             expected[sample_rows] = objectives.word_log_likelihood(out.logits, targets[sample_rows], mask[sample_rows])
     finally:
         model.train()

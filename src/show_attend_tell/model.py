@@ -173,9 +173,21 @@ class Captioner(nn.Module):
         h = torch.sigmoid(o) * torch.tanh(c)
         return Step(h, c, z, alpha, pick)
 
-    def logits(self, embedded: torch.Tensor, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """The deep output layer (eq. 7), for any leading shape."""
-        return self.out(self.dropout(torch.tanh(embedded + self.out_h(h) + self.out_z(z))))
+    def logits(
+        self, embedded: torch.Tensor, h: torch.Tensor, z: torch.Tensor, dropped: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The deep output layer (eq. 7), for any leading shape; ``dropped``: a :meth:`dropout_mask` to use instead of
+        a fresh draw (in eval mode too), so that two passes over one batch drop the same units."""
+        hidden = torch.tanh(embedded + self.out_h(h) + self.out_z(z))
+        return self.out(self.dropout(hidden) if dropped is None else hidden * dropped.to(hidden.dtype))
+
+    def dropout_mask(self, captions: int, steps: int, device: torch.device) -> torch.Tensor | None:
+        """The deep output's dropout for (captions, steps) as a tensor: 0 or 1 / (1 - p); None where nothing drops."""
+        p = self.config.dropout
+        if not self.training or p == 0:
+            return None
+        keep = torch.empty(captions, steps, self.config.embed_dim, device=device).bernoulli_(1 - p)
+        return keep / (1 - p)
 
     # --- training ---
 
@@ -186,12 +198,14 @@ class Captioner(nn.Module):
         *,
         sample_rows: torch.Tensor | None = None,
         locations: torch.Tensor | None = None,
+        dropped: torch.Tensor | None = None,
     ) -> Teacher:
         """Teacher-forced pass: ``inputs`` (B, T) holds y_0 = <start>, y_1 .. y_{T-1}.
 
         Hard attention: rows where ``sample_rows`` (B,) is True draw s_t ~ Multinoulli(alpha_t) at each
         step; the other rows use the expected context (the paper's 0.5-probability trick). ``locations``
-        (B, T) imposes the locations instead of sampling (EXPECTED: use the expectation).
+        (B, T) imposes the locations instead of sampling (EXPECTED: use the expectation). ``dropped`` (B, T, m):
+        the deep output's dropout (:meth:`dropout_mask`) instead of a fresh draw.
         """
         ctx = self.context(features)
         h, c = self.initial_state(ctx)
@@ -208,7 +222,7 @@ class Captioner(nn.Module):
             zs.append(step.z)
             alphas.append(step.alpha)
             picks.append(step.picked)
-        logits = self.logits(embedded, torch.stack(hs, 1), torch.stack(zs, 1))
+        logits = self.logits(embedded, torch.stack(hs, 1), torch.stack(zs, 1), dropped)
         picked = torch.stack(picks, 1) if picks[0] is not None else None
         return Teacher(logits, torch.stack(alphas, 1), picked)
 
