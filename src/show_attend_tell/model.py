@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import ops
 from .atomic import atomic_output, save_torch
 from .errors import SatError, first_line
 from .step_linear import StepLinear
@@ -156,7 +155,7 @@ class Captioner(nn.Module):
         att_h = att_h.reshape(images, -1, 1, a)
         # e_ti = w . tanh(u_ti) = 2 w . sigmoid(2 u_ti) - sum(w): the last term is the same at every location,
         # so the softmax drops it, and a CPU's sigmoid takes a third of tanh's time over B x L x A.
-        scores = self.att_score(ops.sigmoid(ctx.doubled.unsqueeze(1) + 2 * att_h)).view(*lead, -1)
+        scores = self.att_score(torch.sigmoid(ctx.doubled.unsqueeze(1) + 2 * att_h)).view(*lead, -1)
         alpha = torch.softmax(2 * scores, dim=-1)
         z = torch.bmm(alpha.view(images, -1, alpha.shape[-1]), ctx.features).view(*lead, -1)
         if pick is None and sample_rows is not None:
