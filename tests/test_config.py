@@ -72,6 +72,8 @@ def test_the_papers_preset_is_one_configfile_away(config):
             "is not one of",
         ),
         (lambda c: c["demo"].pop("test"), "demo", "'test' is a required property"),
+        (lambda c: c.update(train_threads=0), "train_threads", "minimum"),
+        (lambda c: c.update(train_threads="many"), "train_threads", "does not match '^auto$'"),
         (
             lambda c: c["datasets"]["flickr8k"]["features"].update(encoder="efficientnet_lite2+alexnet"),
             "datasets.flickr8k.features.encoder",

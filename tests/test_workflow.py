@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 
@@ -156,6 +157,17 @@ def test_every_table1_row_is_a_named_target(tmp_path):
         assert "rule train:" in out or target == "table1" and "rule table1:" in out
     out = snakemake(tmp_path, "-n", "flickr8k_soft", config=TINY_DEMO).stdout
     assert "rule fetch:" in out and "rule evaluate:" in out and "rule grounding:" not in out
+
+
+def test_train_threads_auto_trains_side_by_side_in_bfloat16_and_in_turn_on_all_cores_in_float32(tmp_path):
+    def train_threads(precision):
+        config = {"train_threads": "auto", "defaults": {"train": {"precision": precision}}}
+        out = snakemake(tmp_path, "-n", "flickr8k_soft", "flickr8k_hard", config=config).stdout
+        jobs = [job for job in out.split("rule ") if job.startswith("train:")]
+        return [int(re.search(r"threads: (\d+)", job)[1]) if "threads:" in job else 1 for job in jobs]
+
+    assert train_threads("bfloat16") == [1, 1]
+    assert train_threads("float32") == [2, 2]
 
 
 def test_an_invalid_config_stops_the_run_naming_the_key(tmp_path):

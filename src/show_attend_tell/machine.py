@@ -7,32 +7,17 @@ in float32 and 80x in bfloat16), so every benchmark prints :func:`describe` with
 from __future__ import annotations
 
 import functools
-import platform
 import time
-from pathlib import Path
 
 import torch
+
+from . import cpu
 
 PEAK_SHAPE = (1280, 2048, 2048)  # (m, k, n) of the matmul timed for the peak
 
 
-@functools.cache
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:  # not Linux
-        return ""
-
-
-def cpu_model() -> str:
-    for line in _cpuinfo().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu.model()
 
 
 @functools.cache
@@ -43,8 +28,7 @@ def native_bfloat16(device_type: str) -> bool:
     """
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    flags = _cpuinfo().split()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return cpu.native_bfloat16()
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device | str = "cpu", seconds: float = 1.0) -> float:

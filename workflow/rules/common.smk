@@ -6,6 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from show_attend_tell import cpu
 from show_attend_tell.config import check, sources, stem, train_settings
 from show_attend_tell.errors import SatError
 
@@ -77,6 +78,12 @@ def features_file(wildcards) -> str:
 def training_processes(wildcards, resources) -> int:
     """Data-parallel training processes: `train_processes`, or one per GPU the job was given."""
     return config["train_processes"] or max(1, int(resources.gpu))
+
+
+def training_threads(wildcards) -> int:
+    """The training job's threads: `train_threads`, or for auto 1 where it may train in bfloat16, else `threads`."""
+    precision = train_settings(config, DATASETS, wildcards.dataset, wildcards.model)["precision"]
+    return cpu.training_threads(config["train_threads"], precision, config["threads"])
 
 
 def model_settings(wildcards) -> str:

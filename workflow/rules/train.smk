@@ -25,7 +25,7 @@ rule train:
         f"{RESULTS}/benchmarks/{{dataset}}/train_{{model}}.tsv"
     conda:
         ENV
-    threads: config["train_threads"]
+    threads: training_threads
     resources:
         mem_mb=8000,
         runtime=1440,
