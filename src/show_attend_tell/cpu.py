@@ -39,8 +39,8 @@ def training_threads(setting: int | str, precision: str, threads: int) -> int:
     so the soft and hard models side by side on one thread each finish sooner than one after the other on
     two (Flickr8k rows: 16.5-17.1 against 19.2-19.6 min). In float32, as a CPU without native bfloat16
     trains, the products weigh more and two threads run a model ~1.8x faster: each model then takes about
-    half as long at about the same row time (README, "Two threads a model"). A precision of auto may still
-    settle on float32 after its probe; the job keeps the one thread then.
+    half as long at about the same row time (README, "Threads: side by side in bfloat16, one after the other in
+    float32"). A precision of auto may still settle on float32 after its probe; the job keeps the one thread then.
     """
     if setting != "auto":
         return int(setting)
