@@ -1,4 +1,4 @@
-"""Self-critical fine-tuning of a trained model, validated after every epoch: what README's learning rates did.
+"""Self-critical fine-tuning of a trained model, validated after every epoch (docs/flickr8k_preset.md).
 
 Starts from a model file the train stage wrote (its weights, vocabulary and settings) and runs the train
 stage's own self-critical step (``self_critical.backward``) for ``--epochs`` epochs at ``--learning-rate``

@@ -6,7 +6,8 @@ are kept, so no time is spent on the rest of the network.
 
 Several encoders joined by "+" (``efficientnet_lite2+efficientnet_lite0``) are one encoder whose map is
 theirs stacked along the channels: networks trained apart see different things in the same grid cell, and
-on Flickr8k the captioner scores higher on the stack than on the best of them alone (README).
+on Flickr8k the captioner scores higher on the stack than on the best of them alone (docs/flickr8k_preset.md,
+"Stacking encoders").
 """
 
 from __future__ import annotations
