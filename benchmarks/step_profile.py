@@ -1,0 +1,98 @@
+"""Where our training step spends its time: the profiler's operators, and their share by what they work on.
+
+``training_throughput.py`` says how fast the step is; this says what is left in it. One step of ours (soft
+or hard) runs under ``torch.profiler`` after warm-up batches, and its operators are grouped by the shapes
+they read: the attention's B x L x A work (the broadcast sum, the sigmoid, the scores, the context and their
+gradients: any input of B x L rows or of B x L x A or B x L x D values), the vocabulary layer (an input with
+V columns or rows), the optimizer, and the rest (the per-step products of B rows, the LSTM's gates, ...).
+Prints the host line (CPU, matmul peaks), the shares, and the costliest operators by input shape.
+
+    .venv/bin/python benchmarks/step_profile.py --hidden-dim 512 --threads 2
+    .venv/bin/python benchmarks/step_profile.py --precision float32 --hidden-dim 512 --embed-dim 512 \\
+        --locations 49 --feature-dim 992 --vocab-size 2504
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections import defaultdict
+
+import roofline
+import torch
+from torch.profiler import ProfilerActivity, profile
+from training_throughput import add_dimensions, captioner, model_config, random_batches, time_steps, training_step
+
+from show_attend_tell import heap, precision
+from show_attend_tell.devices import resolve_device
+from show_attend_tell.machine import describe
+
+
+def category(name: str, shapes: list, args: argparse.Namespace) -> str:
+    """What an operator works on, from the shapes of its inputs."""
+    rows = args.batch_size * args.locations
+    big = {rows * args.attention_dim, rows * args.feature_dim}
+    dims = [list(s) for s in shapes if isinstance(s, (list, tuple)) and s and all(isinstance(d, int) for d in s)]
+    if "adam" in name.lower() or "optimizer" in name.lower():
+        return "optimizer"
+    if any(math.prod(s) in big or rows in s for s in dims):
+        return "attention over B x L"
+    if any(args.vocab_size in s for s in dims):
+        return "vocabulary layer"
+    return "rest"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dimensions(p)
+    p.add_argument("--attention", default="soft", choices=("soft", "hard"))
+    p.add_argument("--batches", type=int, default=2, help="batches profiled, after --warmup")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--top", type=int, default=15)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--precision", default="auto", choices=precision.PRECISIONS)
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cpu":
+        heap.keep_freed_memory()  # as training does
+    host = describe(device)
+    model, optimizer = captioner(model_config(args, args.attention), device)
+    batches = list(random_batches(args, device, args.warmup + args.batches))
+    name = precision.choose(  # as training_throughput.py chooses: a probe of a few steps in each precision
+        args.precision, device, lambda p: time_steps(training_step(model, optimizer, p), batches[:1] * 4, 1, device)
+    )
+    step = training_step(model, optimizer, name)
+    for batch in batches[: args.warmup]:
+        step(*batch)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        for batch in batches[args.warmup :]:
+            step(*batch)
+    events = prof.key_averages(group_by_input_shape=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    shares: dict[str, float] = defaultdict(float)
+    for e in events:
+        shares[category(e.key, e.input_shapes, args)] += e.self_cpu_time_total
+    print(roofline.host_line(host))
+    print(
+        f"{args.attention} attention, {name}, {torch.get_num_threads()} threads: batch {args.batch_size} captions of "
+        f"{args.words} words, L={args.locations}, D={args.feature_dim}, V={args.vocab_size}, embed {args.embed_dim}, "
+        f"LSTM {args.hidden_dim}, attention {args.attention_dim}; {total / 1e3 / args.batches:.0f} ms of operators "
+        f"per batch under the profiler"
+    )
+    for what, spent in sorted(shares.items(), key=lambda kv: -kv[1]):
+        print(f"  {what:22s} {100 * spent / total:5.1f}%")
+    print(f"the {args.top} costliest operators (self time per batch, calls per batch, input shapes):")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.top]:
+        shapes = ", ".join(str(list(s)) for s in e.input_shapes if s)
+        print(
+            f"  {e.self_cpu_time_total / 1e3 / args.batches:8.1f} ms {e.count // args.batches:5d}x  {e.key:28s} "
+            f"{category(e.key, e.input_shapes, args):22s} {shapes[:80]}"
+        )
+
+
+if __name__ == "__main__":
+    main()
