@@ -21,11 +21,18 @@ from collections import defaultdict
 import roofline
 import torch
 from torch.profiler import ProfilerActivity, profile
-from training_throughput import add_dimensions, captioner, model_config, random_batches, time_steps, training_step
+from training_throughput import (
+    add_dimensions,
+    add_machine_options,
+    captioner,
+    choose_precision,
+    model_config,
+    random_batches,
+    set_up_machine,
+    training_step,
+)
 
-from show_attend_tell import heap, precision
-from show_attend_tell.devices import resolve_device
-from show_attend_tell.machine import describe
+from show_attend_tell import precision
 
 
 def category(name: str, shapes: list, args: argparse.Namespace) -> str:
@@ -49,21 +56,13 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=2, help="batches profiled, after --warmup")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--top", type=int, default=15)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
+    add_machine_options(p)
     p.add_argument("--precision", default="auto", choices=precision.PRECISIONS)
     args = p.parse_args()
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if device.type == "cpu":
-        heap.keep_freed_memory()  # as training does
-    host = describe(device)
+    device, host = set_up_machine(args)
     model, optimizer = captioner(model_config(args, args.attention), device)
     batches = list(random_batches(args, device, args.warmup + args.batches))
-    name = precision.choose(  # as training_throughput.py chooses: a probe of a few steps in each precision
-        args.precision, device, lambda p: time_steps(training_step(model, optimizer, p), batches[:1] * 4, 1, device)
-    )
+    name = choose_precision(args.precision, model, optimizer, batches[0], device)
     step = training_step(model, optimizer, name)
     for batch in batches[: args.warmup]:
         step(*batch)

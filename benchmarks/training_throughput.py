@@ -103,6 +103,33 @@ def training_step(model: Captioner, optimizer: torch.optim.Optimizer, precision_
     return step
 
 
+def add_machine_options(p: argparse.ArgumentParser) -> None:
+    """Where the step runs: ``--device`` and ``--threads``."""
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+
+
+def set_up_machine(args: argparse.Namespace) -> tuple[torch.device, dict[str, object]]:
+    """The device and threads of :func:`add_machine_options`, freed memory kept as training keeps it; the host."""
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cpu":
+        heap.keep_freed_memory()  # as training does
+    return device, describe(device)
+
+
+def choose_precision(
+    wanted: str, model: Captioner, optimizer: torch.optim.Optimizer, batch: tuple, device: torch.device
+) -> str:
+    """``wanted``, or for auto what the train stage would pick: a probe of a few of our steps in each precision."""
+
+    def probe(name: str) -> float:
+        return time_steps(training_step(model, optimizer, name), [batch] * 4, 1, device)
+
+    return precision.choose(wanted, device, probe)
+
+
 class PerStepDecoder(nn.Module):
     """The straightforward decoder (see the module docstring), with the same doubly stochastic loss."""
 
@@ -181,28 +208,17 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=1, help="time ours and the port in turns this many times")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
+    add_machine_options(p)
     p.add_argument("--precision", default="auto", choices=precision.PRECISIONS, help="ours (the port: float32)")
     args = p.parse_args()
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if device.type == "cpu":
-        heap.keep_freed_memory()  # as training does
-    host = describe(device)
+    device, host = set_up_machine(args)
     tokens_per_batch = args.batch_size * (args.words + 1)
     steps, chosen = {}, {}
 
     for attention in ("soft", "hard"):
         config = model_config(args, attention)
         model, optimizer = captioner(config, device)
-        batch = next(random_batches(args, device, 1))
-
-        def probe(name, model=model, optimizer=optimizer, batch=batch):
-            return time_steps(training_step(model, optimizer, name), [batch] * 4, 1, device)
-
-        name = precision.choose(args.precision, device, probe)
+        name = choose_precision(args.precision, model, optimizer, next(random_batches(args, device, 1)), device)
         steps[f"ours, {attention} attention"] = training_step(model, optimizer, name)
         chosen[f"ours, {attention} attention"] = (name, config)
 
