@@ -297,8 +297,8 @@ class ConvReLU6(nn.Module):
     Once the batch norms are folded, the unfused ReLU6 is a quarter of EfficientNet-Lite's time on a CPU:
     one more read and write of every feature map. oneDNN's fused convolution is the one PyTorch's own
     compiler emits for this pattern (``mkldnn._convolution_pointwise``); elsewhere (CUDA, a build without
-    oneDNN) this is the plain convolution and clamp. TF-style "same" convolutions (timm's Conv2dSame)
-    pad first, as they do.
+    oneDNN, a bfloat16 input on a CPU whose oneDNN has no bfloat16 path, such as an AVX2-only one) this is the
+    plain convolution and clamp. TF-style "same" convolutions (timm's Conv2dSame) pad first, as they do.
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
@@ -311,12 +311,19 @@ class ConvReLU6(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
-        if not (x.device.type == "cpu" and x.dtype != torch.float16 and torch.backends.mkldnn.is_available()):
+        if not _fusable(x):
             return nn.functional.relu6(c(x))
         if self.pad_same is not None:
             x = self.pad_same(x, c.kernel_size, c.stride, c.dilation)
         args = (list(c.padding), list(c.stride), list(c.dilation), c.groups, "hardtanh", [0.0, 6.0], "")
         return torch.ops.mkldnn._convolution_pointwise(x, c.weight, c.bias, *args)
+
+
+def _fusable(x: torch.Tensor) -> bool:
+    """Whether oneDNN's fused convolution takes ``x``: on a CPU, in float32, or in bfloat16 where oneDNN has it."""
+    if x.device.type != "cpu" or not torch.backends.mkldnn.is_available() or x.dtype == torch.float16:
+        return False
+    return x.dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def map_state_dict(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
