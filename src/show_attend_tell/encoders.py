@@ -323,7 +323,13 @@ def _fusable(x: torch.Tensor) -> bool:
     """Whether oneDNN's fused convolution takes ``x``: on a CPU, in float32, or in bfloat16 where oneDNN has it."""
     if x.device.type != "cpu" or not torch.backends.mkldnn.is_available() or x.dtype == torch.float16:
         return False
-    return x.dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return x.dtype != torch.bfloat16 or _onednn_bfloat16()
+
+
+@functools.cache
+def _onednn_bfloat16() -> bool:
+    """Whether this CPU's oneDNN has a bfloat16 path (asked once, not at every convolution of every batch)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def map_state_dict(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
