@@ -9,7 +9,7 @@ Prints the host line (CPU, matmul peaks), the shares, and the costliest operator
 
     .venv/bin/python benchmarks/step_profile.py --hidden-dim 512 --threads 2
     .venv/bin/python benchmarks/step_profile.py --precision float32 --hidden-dim 512 --embed-dim 512 \\
-        --locations 49 --feature-dim 992 --vocab-size 2504
+        --locations 64 --feature-dim 992 --vocab-size 2504
 """
 
 from __future__ import annotations
