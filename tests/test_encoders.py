@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import urllib.error
 
@@ -186,6 +187,39 @@ def test_a_fused_convolution_and_relu6_equal_the_two_in_turn(kind, dtype):
     assert fused.shape == expected.shape and fused.dtype == dtype
     assert 0 < (expected == 6).float().mean() < 1  # the clamp is exercised at both ends
     torch.testing.assert_close(fused, expected, rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tf_same_convolutions_pad_as_they_read_rather_than_copying_the_map_padded(dtype):
+    from timm.layers import Conv2dSame
+
+    generator = torch.Generator().manual_seed(0)
+    for kernel, stride, dilation, size in itertools.product((3, 5), (1, 2), (1, 2), (14, 15, 16)):
+        conv = Conv2dSame(8, 8, kernel, stride=stride, dilation=dilation, groups=8).to(dtype)
+        x = (torch.randn(2, 8, size, size + 1, generator=generator) * 4).to(dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            expected = torch.nn.functional.relu6(conv(x))
+            fused = encoders.ConvReLU6(conv)(x)
+        torch.testing.assert_close(fused, expected, rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "size", "taps", "padding"),
+    [(3, 2, 16, 4, 1), (3, 2, 15, 3, 1), (5, 2, 16, 6, 2), (5, 2, 15, 5, 2), (3, 1, 16, 3, 1), (5, 1, 15, 5, 2)],
+)
+def test_an_odd_tf_padding_becomes_a_zero_tap_before_the_kernel_and_the_map_is_not_copied(
+    kernel, stride, size, taps, padding
+):
+    from timm.layers import Conv2dSame
+
+    conv = Conv2dSame(4, 4, kernel, stride=stride, groups=4)
+    x = torch.randn(1, 4, size, size)
+    same_input, weights, symmetric = encoders.same_padding(conv, x)
+    assert same_input is x and symmetric == [padding, padding]
+    assert weights.shape[-2:] == (taps, taps)
+    extra = taps - kernel
+    assert torch.equal(weights[..., extra:, extra:], conv.weight) and not weights[..., :extra, :].any()
 
 
 def test_a_batch_norm_after_a_convolution_whose_weights_cannot_absorb_it_is_an_error_not_left_unfolded():
