@@ -241,14 +241,14 @@ def test_interrupted_run_resumes_where_it_stopped(images_csv, tmp_path, monkeypa
 
 KILLED_RUN = """
 import os, signal, sys
-from show_attend_tell import features, images
-load, calls = images.load_image, []
-def load_then_die(path, image_size):
-    calls.append(path)
-    if len(calls) == 6:
+from show_attend_tell import features
+encode, calls = features.encode_batch, []
+def encode_then_die(*args):
+    calls.append(1)
+    if len(calls) == 3:  # two batches of two written, the next ones decoded or decoding
         os.kill(os.getpid(), signal.SIGKILL)
-    return load(path, image_size)
-images.load_image = load_then_die
+    return encode(*args)
+features.encode_batch = encode_then_die
 features.extract(sys.argv[1], sys.argv[2], encoder="{ENCODER}", layer="{LAYER}", image_size={SIZE},
                  batch_size=2, workers=0, progress=False)
 """

@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -150,10 +150,10 @@ def _batches(
 ) -> Iterator[torch.Tensor]:
     """The images from ``start`` on in batches: decoded by ``workers`` processes, or (0) by this one's threads.
 
-    Worker processes decode while the CNN runs, which suits a GPU. On a CPU whose cores also run the CNN
-    they only get in its way: each worker takes a core from the CNN's threads, which then wait on one
-    another at every layer. There, decoding each batch between the CNN's batches on all of this
-    process's threads is faster (``benchmarks/feature_extraction.py --workers 0`` against ``--workers 1``).
+    Worker processes suit a GPU. On a CPU whose cores also run the CNN, a worker takes a core from the CNN's
+    threads whenever it runs, and they then wait on one another at every layer; this process's threads,
+    decoding the next batch while the CNN encodes, are faster there (``benchmarks/feature_extraction.py
+    --workers 0`` against ``--workers 1``).
     """
     if not workers:
         return _decoded_here(dataset, start, batch_size)
@@ -171,10 +171,21 @@ def _batches(
 
 
 def _decoded_here(dataset: ImageFiles, start: int, batch_size: int) -> Iterator[torch.Tensor]:
-    """Batches decoded by as many threads as torch computes with (Pillow decodes and resizes without the GIL)."""
+    """Batches decoded by as many threads as torch computes with, each while the CNN encodes the batch before.
+
+    Pillow decodes and resizes without the GIL, and the CNN leaves its cores idle between its operators and
+    in its memory-bound ones, so the decoding mostly fills gaps (``benchmarks/feature_extraction.py``).
+    """
     with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+
+        def submit(lo: int) -> list[Future[torch.Tensor]]:
+            return [pool.submit(dataset.__getitem__, i) for i in range(lo, min(lo + batch_size, len(dataset)))]
+
+        pending = submit(start)
         for lo in range(start, len(dataset), batch_size):
-            yield torch.stack(list(pool.map(dataset.__getitem__, range(lo, min(lo + batch_size, len(dataset))))))
+            images = torch.stack([f.result() for f in pending])
+            pending = submit(lo + batch_size)
+            yield images
 
 
 def shard_rows(n_images: int, k: int, n: int, batch_size: int) -> tuple[int, int]:
