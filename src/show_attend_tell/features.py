@@ -112,7 +112,7 @@ def extract(
     ``shard=(k, n)`` encodes only the k-th of n equal ranges of images (separate jobs; see ``merge_shards``).
 
     ``workers`` image-decoding processes feed the encoder (0, fastest on a CPU: this process's threads
-    decode each batch between the CNN's batches; see ``_batches``). ``threads`` sets torch's intra-op
+    decode the next batch while the CNN encodes one; see ``_batches``). ``threads`` sets torch's intra-op
     threads (None: torch's default, one per core). An interrupted run leaves ``out.partial``; the next
     run with the same settings continues it. ``precision`` auto computes in bfloat16 where a probe on
     this machine finds it faster (see ``precision``); the file records which.
