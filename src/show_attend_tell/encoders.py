@@ -328,16 +328,14 @@ def same_padding(conv: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     "Measuring"). With dilation the extra tap would sit d pixels away, so a dilated convolution with an
     odd p still pads a copy.
     """
-    padding, extra = [], []
-    for n, k, s, d in zip(x.shape[-2:], conv.kernel_size, conv.stride, conv.dilation, strict=True):
-        p = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
-        padding.append(p - p // 2)
-        extra.append(p % 2)
+    from timm.layers.padding import get_same_padding, pad_same
+
+    sizes = zip(x.shape[-2:], conv.kernel_size, conv.stride, conv.dilation, strict=True)
+    totals = [get_same_padding(n, k, s, d) for n, k, s, d in sizes]
+    padding, extra = [p - p // 2 for p in totals], [p % 2 for p in totals]
     if not any(extra):
         return x, conv.weight, padding
     if any(d != 1 for d in conv.dilation):
-        from timm.layers.padding import pad_same
-
         return pad_same(x, conv.kernel_size, conv.stride, conv.dilation), conv.weight, [0, 0]
     return x, nn.functional.pad(conv.weight, (extra[1], 0, extra[0], 0)), padding
 
