@@ -3,8 +3,9 @@
 ``training_throughput.py`` says how fast the step is; this says what is left in it. One step of ours (soft
 or hard) runs under ``torch.profiler`` after warm-up batches, and its operators are grouped by the shapes
 they read: the attention's B x L x A work (the broadcast sum, the sigmoid, the scores, the context and their
-gradients: any input of B x L rows or of B x L x A or B x L x D values), the vocabulary layer (an input with
-V columns or rows), the optimizer, and the rest (the per-step products of B rows, the LSTM's gates, ...).
+gradients: any input with L locations, B x L rows, or L x A or L x D values an image, whole batches or
+blocks of images), the vocabulary layer (an input with V columns or rows), the optimizer, and the rest (the
+per-step products of B rows, the LSTM's gates, ...).
 Prints the host line (CPU, matmul peaks), the shares, and the costliest operators by input shape.
 
     .venv/bin/python benchmarks/step_profile.py --hidden-dim 512 --threads 2
@@ -38,11 +39,12 @@ from show_attend_tell import precision
 def category(name: str, shapes: list, args: argparse.Namespace) -> str:
     """What an operator works on, from the shapes of its inputs."""
     rows = args.batch_size * args.locations
-    big = {rows * args.attention_dim, rows * args.feature_dim}
+    per_image = (args.locations * args.attention_dim, args.locations * args.feature_dim)
     dims = [list(s) for s in shapes if isinstance(s, (list, tuple)) and s and all(isinstance(d, int) for d in s)]
     if "adam" in name.lower() or "optimizer" in name.lower():
         return "optimizer"
-    if any(math.prod(s) in big or rows in s for s in dims):
+    # Whole batches or blocks of images (location_scores): L locations, or L x A or L x D values an image.
+    if any(rows in s or args.locations in s or any(math.prod(s) % n == 0 for n in per_image) for s in dims):
         return "attention over B x L"
     if any(args.vocab_size in s for s in dims):
         return "vocabulary layer"

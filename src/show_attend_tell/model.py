@@ -12,7 +12,8 @@ the word embeddings' share of the LSTM gates for all steps in one matrix product
 projections of h_{t-1} (attention, gates, gate beta) in one product, and the deep output layer over
 all steps after the loop, in one product over the vocabulary. In training, the weight gradients of the
 two layers applied at every step (that projection of h_{t-1}, and z_t's share of the gates) are one
-product over all steps each (``step_linear``), not one small product per step.
+product over all steps each (``step_linear``), not one small product per step, and the attention's
+passes over its B x L x A values run a block of images at a time (``location_scores``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import nn
 
 from .atomic import atomic_output, save_torch
 from .errors import SatError, first_line
+from .location_scores import LocationScores
 from .step_linear import StepLinear
 from .text import SPECIALS
 
@@ -62,13 +64,13 @@ class Context(NamedTuple):
     """What stays fixed while one batch of images is captioned."""
 
     features: torch.Tensor  # (B, L, D) annotation vectors a_i
-    doubled: torch.Tensor  # (B, L, A) 2 (W_a a_i + b), for the attention's tanh computed by way of sigmoid
+    scores: LocationScores  # of d_i = 2 (W_a a_i + b), for the attention's tanh computed by way of sigmoid
     from_h: Callable[[torch.Tensor], torch.Tensor]  # the layers applied at every step: with gradients,
     gates_z: Callable[[torch.Tensor], torch.Tensor]  # StepLinear (one weight-gradient product for all steps)
 
     def rows(self, index: torch.Tensor) -> Context:
         """The context of the images ``index`` picks (a mask, or indices that may repeat)."""
-        return self._replace(features=self.features[index], doubled=self.doubled[index])
+        return self._replace(features=self.features[index], scores=self.scores.rows(index))
 
 
 class Step(NamedTuple):
@@ -123,7 +125,7 @@ class Captioner(nn.Module):
         layers = (self.from_h, self.gates_z)
         if torch.is_grad_enabled() and self.from_h.weight.requires_grad:
             layers = tuple(StepLinear(layer) for layer in layers)
-        return Context(features, 2 * self.att_features(features), *layers)
+        return Context(features, LocationScores(2 * self.att_features(features)), *layers)
 
     def initial_state(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         mean = ctx.features.mean(1)
@@ -152,10 +154,10 @@ class Captioner(nn.Module):
         att_h, gates_h, beta = ctx.from_h(h).split((a, 4 * n, 1), dim=-1)
         # Rows of h may be several per image (beams): (images, rows per image, L, A) without copying the image.
         images, lead = ctx.features.shape[0], h.shape[:-1]
-        att_h = att_h.reshape(images, -1, 1, a)
+        att_h = att_h.reshape(images, -1, a)
         # e_ti = w . tanh(u_ti) = 2 w . sigmoid(2 u_ti) - sum(w): the last term is the same at every location,
         # so the softmax drops it, and a CPU's sigmoid takes a third of tanh's time over B x L x A.
-        scores = self.att_score(torch.sigmoid(ctx.doubled.unsqueeze(1) + 2 * att_h)).view(*lead, -1)
+        scores = ctx.scores(2 * att_h, self.att_score.weight).view(*lead, -1)
         alpha = torch.softmax(2 * scores, dim=-1)
         z = torch.bmm(alpha.view(images, -1, alpha.shape[-1]), ctx.features).view(*lead, -1)
         if pick is None and sample_rows is not None:
