@@ -9,7 +9,7 @@ per commit and the ratio to the first commit's:
     .venv/bin/python benchmarks/side_by_side.py 59a6d7b HEAD -- training_throughput.py --hidden-dim 512
     .venv/bin/python benchmarks/side_by_side.py 59a6d7b HEAD --rounds 2 -- feature_extraction.py --images DIR
 
-A rate line is any output line with a number followed by ``tokens/s`` or ``images/s``; it is named by
+A rate line is any output line with a number followed by ``tokens/s``, ``images/s`` or ``captions/s``; it is named by
 the words before that number (e.g. ``ours, soft attention``, ``extract, after warm-up``). Each run's host
 line (CPU, matmul peaks) is printed as it ends, so the peaks of the moment stand beside its rates.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from same_artifacts import short_sha, unpack
 
-RATE = re.compile(r"^\s*(?P<name>[^\d\[]*?)\s+(?P<rate>\d+(?:\.\d+)?) (?P<unit>tokens/s|images/s)")
+RATE = re.compile(r"^\s*(?P<name>[^\d\[]*?)\s+(?P<rate>\d+(?:\.\d+)?) (?P<unit>tokens/s|images/s|captions/s)")
 
 
 def rates(output: str) -> dict[str, float]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from show_attend_tell import location_scores
-from show_attend_tell.location_scores import LocationScores
+from show_attend_tell.location_scores import BLOCK_BYTES, LocationScores
 
 
 def eager(doubled: torch.Tensor, att_h2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -35,24 +34,24 @@ def gradients(scores_of, dtype=torch.float32, images=6, locations=9, dim=32, hid
     return loss.detach(), projected.grad, u.grad, w.grad
 
 
-def one_per_pass():
+def one_per_pass(block_bytes: int = BLOCK_BYTES):
     """Scores as the model takes them: one LocationScores for all steps of a pass, built at the first."""
     built: list[LocationScores] = []
 
     def scores_of(doubled, att_h2, weight):
         if not built:
-            built.append(LocationScores(doubled))
+            built.append(LocationScores(doubled, block_bytes))
         return built[0](att_h2, weight)
 
     return scores_of
 
 
 @pytest.mark.parametrize("images_per_block", [1, 4, 6])
-def test_training_steps_give_the_eager_scores_and_gradients_bit_for_bit(monkeypatch, images_per_block):
+def test_training_steps_give_the_eager_scores_and_gradients_bit_for_bit(images_per_block):
     # A block of 1 and 4 of the 6 images (the last block short), and all 6 as one. A = 32, as the models' A (512) a
     # multiple of a vector register's floats, so no element falls in a kernel's scalar tail in one and not the other.
-    monkeypatch.setattr(location_scores, "BLOCK_BYTES", images_per_block * 9 * 32 * 4)
-    for ours, theirs in zip(gradients(one_per_pass()), gradients(eager), strict=True):
+    blocked = gradients(one_per_pass(block_bytes=images_per_block * 9 * 32 * 4))
+    for ours, theirs in zip(blocked, gradients(eager), strict=True):
         assert torch.equal(ours, theirs)
 
 
@@ -64,13 +63,13 @@ def test_in_bfloat16_they_follow_the_eager_operations_and_w_gets_a_float32_gradi
         assert torch.allclose(ours.float(), theirs.float(), rtol=0.02, atol=0.02 * theirs.abs().max().item())
 
 
-def test_several_rows_per_image_decode_without_gradients_to_the_eager_scores(monkeypatch):
-    monkeypatch.setattr(location_scores, "BLOCK_BYTES", 6 * 9 * 32 * 4)  # 6 images of one row: 2 of 3 rows a block
+def test_several_rows_per_image_decode_without_gradients_to_the_eager_scores():
+    six = 6 * 9 * 32 * 4  # a block of 6 images of one row: of 2 images of 3 rows
     doubled, att_h2, w = torch.randn(5, 9, 32), torch.randn(5, 3, 32), torch.randn(1, 32)
     with torch.no_grad():
-        assert torch.equal(LocationScores(doubled)(att_h2, w), eager(doubled, att_h2, w))
+        assert torch.equal(LocationScores(doubled, six)(att_h2, w), eager(doubled, att_h2, w))
         picked = torch.tensor([4, 0, 0, 2])  # beams of some images kept, one twice
-        kept = LocationScores(doubled).rows(picked)
+        kept = LocationScores(doubled, six).rows(picked)
         assert torch.equal(kept(att_h2[picked], w), eager(doubled[picked], att_h2[picked], w))
 
 

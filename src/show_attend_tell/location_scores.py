@@ -107,16 +107,17 @@ class LocationScores:
     per image run without them.
     """
 
-    def __init__(self, doubled: torch.Tensor) -> None:
+    def __init__(self, doubled: torch.Tensor, block_bytes: int = BLOCK_BYTES) -> None:
         images, locations, dim = doubled.shape
         on_cpu = doubled.device.type == "cpu"  # elsewhere one block: a GPU gains nothing from blocks, pays per launch
-        self.block = max(1, BLOCK_BYTES // (locations * dim * doubled.element_size())) if on_cpu else max(1, images)
+        self.block = max(1, block_bytes // (locations * dim * doubled.element_size())) if on_cpu else max(1, images)
+        self._block_bytes = block_bytes
         self._sum = _Sum() if torch.is_grad_enabled() and doubled.requires_grad else None
         self.doubled = _Summed.apply(doubled, self._sum) if self._sum is not None else doubled
 
     def rows(self, index: torch.Tensor) -> LocationScores:
         """The scores of the images ``index`` picks (a mask, or indices that may repeat)."""
-        return LocationScores(self.doubled[index])
+        return LocationScores(self.doubled[index], self._block_bytes)
 
     def __call__(self, att_h2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         needs_grad = any(t.requires_grad for t in (self.doubled, att_h2, weight))
