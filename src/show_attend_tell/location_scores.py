@@ -5,9 +5,11 @@ PyTorch operations, the sum, the sigmoid and the product with w each make a pass
 memory, and autograd's backward pass four more, plus a fresh (B, L, A) gradient per step that it then adds to the
 others; on a CPU without native bfloat16 that is half of the training step (README, "Measuring"). Here the same
 operations run on one block of images at a time, small enough to stay in the CPU's cache between them: the forward
-pass reads d and writes only the sigmoid (kept for the backward pass), the backward pass reads the sigmoid once and
-adds its gradient of d into one sum over all steps, which autograd receives after the last step's backward (as
-``step_linear`` does for weight gradients). The arithmetic is the eager operations', block by block.
+pass sums and squashes a block in one pass and writes only the sigmoid (kept for the backward pass); the backward
+pass takes the product with w, the sigmoid's gradient and the sum over L of a block in one pass, and adds its
+gradient of d into one sum over all steps, which autograd receives after the last step's backward (as
+``step_linear`` does for weight gradients). The scores and w's gradient stay one product each over the whole kept
+sigmoid, the eager product's shapes, so the arithmetic is the eager operations' and the values the same bit for bit.
 """
 
 from __future__ import annotations
@@ -125,7 +127,4 @@ class LocationScores:
             if att_h2.shape[1] != 1:
                 raise ValueError(f"scores with gradients take one row per image, not {att_h2.shape[1]}")
             return _Scores.apply(self.doubled, att_h2, weight, self._sum, self.block)
-        return self._scores(att_h2, weight)
-
-    def _scores(self, att_h2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return _forward(self.doubled, att_h2, weight.to(self.doubled.dtype), self.block)[1]

@@ -152,7 +152,7 @@ class Captioner(nn.Module):
         """
         a, n = self.config.attention_dim, self.config.hidden_dim
         att_h, gates_h, beta = ctx.from_h(h).split((a, 4 * n, 1), dim=-1)
-        # Rows of h may be several per image (beams): (images, rows per image, L, A) without copying the image.
+        # Rows of h may be several per image (beams): (images, rows per image, A), scored without copying the image.
         images, lead = ctx.features.shape[0], h.shape[:-1]
         att_h = att_h.reshape(images, -1, a)
         # e_ti = w . tanh(u_ti) = 2 w . sigmoid(2 u_ti) - sum(w): the last term is the same at every location,
