@@ -14,6 +14,7 @@ from typing import Any
 
 from .cli_commands import (
     run_caption,
+    run_compare,
     run_decode,
     run_demo,
     run_encode,
@@ -206,6 +207,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "score a COCO results JSON: BLEU-1..4, METEOR, ROUGE-L, CIDEr, paper BLEU",
     )
     s.add_argument("--split", default="test")
+
+    s = command(
+        "compare captions_csv results_a results_b",
+        run_compare,
+        "two models' captions of one split: BLEU-4, METEOR, CIDEr, b - a and its paired bootstrap 95% interval",
+    )
+    s.add_argument("--split", default="test")
+    s.add_argument("--out", help="also write the table to this CSV")
+    s.add_argument("--draws", type=int, default=10000, help="bootstrap redraws of the images")
+    s.add_argument("--seed", type=int, default=0, help="seed of the redraws")
 
     s = command(
         "figures attention_h5 images_csv out_dir",

@@ -119,6 +119,13 @@ def run_evaluate(a: argparse.Namespace) -> None:
     evaluate(a.results_json, a.captions_csv, a.split, a.metrics_csv)
 
 
+def run_compare(a: argparse.Namespace) -> None:
+    from .paired import compare
+
+    table = compare(a.captions_csv, a.results_a, a.results_b, a.split, a.out, a.draws, a.seed)
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+
+
 def run_figures(a: argparse.Namespace) -> None:
     from .figures import split_figures
 
