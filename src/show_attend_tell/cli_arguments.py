@@ -211,7 +211,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     s = command(
         "compare captions_csv results_a results_b",
         run_compare,
-        "two models' captions of one split: BLEU-4, METEOR, CIDEr, b - a and its paired bootstrap 95% interval",
+        "two models' captions of one split: BLEU-4, METEOR, CIDEr, b - a and its paired bootstrap 95%% interval",
     )
     s.add_argument("--split", default="test")
     s.add_argument("--out", help="also write the table to this CSV")
