@@ -132,7 +132,7 @@ def test_the_expected_context_baseline_drops_the_units_its_training_pass_drops(s
     objective = objectives.hard_objective
 
     def spy(out, targets, mask, **terms):
-        seen.update(own=objectives.word_log_likelihood(out.logits, targets, mask), baseline=terms["expected"])
+        seen.update(own=objectives.word_log_likelihoods(out.logits, targets, mask), baseline=terms["expected"])
         return objective(out, targets, mask, **terms)
 
     monkeypatch.setattr(objectives, "hard_objective", spy)

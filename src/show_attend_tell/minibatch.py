@@ -83,6 +83,7 @@ def backward(
             lambda_e=settings.lambda_e,
             alpha_c=settings.alpha_c,
             expected=expected,
+            reward_to_go=settings.reward_to_go,
         )
     else:
         terms = objectives.soft_objective(out, targets, mask, settings.alpha_c)
@@ -134,7 +135,7 @@ def _expected_log_likelihood(
     settings: Settings,
     dropped: torch.Tensor | None,
 ) -> torch.Tensor | None:
-    """Hard attention's ``expected_context`` baseline: log p(y | a) of each caption with the expected context.
+    """Hard attention's ``expected_context`` baseline: (B, T) log p(y_t | y_<t, a) of each word, expected context.
 
     One forward pass without gradients over the captions whose locations were sampled (the others need
     no baseline: they are 0 here), with the training pass's dropout ``dropped`` (None: none), so the reward
@@ -142,7 +143,7 @@ def _expected_log_likelihood(
     """
     if settings.baseline != "expected_context":
         return None
-    expected = torch.zeros(len(inputs), device=feats.device)
+    expected = torch.zeros(inputs.shape, device=feats.device)
     if not sample_rows.any():
         return expected
     model = getattr(net, "module", net)  # DDP's own forward would expect a backward pass
@@ -151,7 +152,7 @@ def _expected_log_likelihood(
     try:
         with torch.no_grad(), precision.autocast(feats.device, precision_name):
             out = model(feats[sample_rows], inputs[sample_rows], dropped=same)
-            expected[sample_rows] = objectives.word_log_likelihood(out.logits, targets[sample_rows], mask[sample_rows])
+            expected[sample_rows] = objectives.word_log_likelihoods(out.logits, targets[sample_rows], mask[sample_rows])
     finally:
         model.train()
     return expected

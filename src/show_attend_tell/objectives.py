@@ -26,12 +26,17 @@ class Terms:
     entropy: torch.Tensor  # sum_t H[alpha_t]
 
 
-def word_log_likelihood(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B,) log p(y | a) of each caption: the log-probabilities of its target words, summed over real steps."""
+def word_log_likelihoods(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) log p(y_t | y_<t, a) of each target word, 0 at padding."""
     # One row of V logits per word (float32 even under bf16 autocast): over the (B, V, T) view that
     # cross_entropy's class dimension asks for, its CPU kernel ran 3x slower (a tenth of a training step).
     logp = -F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-    return (logp.view_as(targets) * mask).sum(1)
+    return logp.view_as(targets) * mask
+
+
+def word_log_likelihood(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) log p(y | a) of each caption: the log-probabilities of its target words, summed over real steps."""
+    return word_log_likelihoods(logits, targets, mask).sum(1)
 
 
 def doubly_stochastic(alphas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -46,19 +51,31 @@ def attention_entropy(alphas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (h * mask).sum(1)
 
 
-def location_log_probability(alphas: torch.Tensor, picked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B,) log p(s | a) = sum_t log alpha_t[s_t] of the sampled locations (steps with the expectation add 0)."""
+def location_log_probabilities(alphas: torch.Tensor, picked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) log alpha_t[s_t] of each step's sampled location (0 at steps with the expectation and padding)."""
     sampled = picked >= 0
     chosen = alphas.gather(-1, picked.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (torch.log(chosen.clamp_min(1e-12)) * (mask * sampled)).sum(1)
+    return torch.log(chosen.clamp_min(1e-12)) * (mask * sampled)
+
+
+def location_log_probability(alphas: torch.Tensor, picked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) log p(s | a) = sum_t log alpha_t[s_t] of the sampled locations (steps with the expectation add 0)."""
+    return location_log_probabilities(alphas, picked, mask).sum(1)
 
 
 def leave_one_out(gain: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``gain`` less the mean of the other ``rows`` (B,) (bool); 0 outside ``rows`` and where a row is alone."""
+    """``gain`` (B,) or (B, T) less the mean of the other ``rows`` (B,) (bool), step by step; 0 outside ``rows``
+    and where a row is alone."""
+    rows = rows.view(-1, *[1] * (gain.dim() - 1))
     n = rows.sum()
-    total = (gain * rows).sum()
+    total = (gain * rows).sum(0)
     others = (total - gain) / (n - 1).clamp(min=1)
     return torch.where(rows & (n > 1), gain - others, torch.zeros_like(gain))
+
+
+def to_go(gain: torch.Tensor) -> torch.Tensor:
+    """(B, T) the sum of each row's ``gain`` from step t to its end: what the location of step t can change."""
+    return gain.flip(1).cumsum(1).flip(1)
 
 
 def soft_objective(out: Teacher, targets: torch.Tensor, mask: torch.Tensor, alpha_c: float) -> Terms:
@@ -81,6 +98,7 @@ def hard_objective(
     lambda_e: float,
     alpha_c: float = 0.0,
     expected: torch.Tensor | None = None,
+    reward_to_go: bool = False,
 ) -> Terms:
     """A surrogate whose gradient is the eq. 12 learning rule, averaged over the batch's N captions:
 
@@ -92,20 +110,31 @@ def hard_objective(
     The REINFORCE term applies to the captions whose locations were sampled; captions that used the
     expected context (the paper's 0.5-probability trick) get the exact gradient through alpha instead.
 
-    ``expected`` (B,), when given, is each caption's log p(y | a) under the expected context (no sampling):
-    a control variate of the caption itself, so its difficulty cancels from the reward, which becomes how
-    much better the sampled locations did than the expectation, less the mean of that over the batch's
-    other sampled captions (leave-one-out, which keeps the gradient unbiased). ``baseline`` is then unused.
+    ``expected`` (B, T), when given, is each caption's log p(y_t | y_<t, a) under the expected context (no
+    sampling): a control variate of the caption itself, so its difficulty cancels from the reward, which
+    becomes how much better the sampled locations did than the expectation, less the mean of that over the
+    batch's other sampled captions (leave-one-out, which keeps the gradient unbiased). ``baseline`` is then
+    unused.
+
+    ``reward_to_go``: the location of step t is rewarded by the words from t on instead of the whole caption
+    (the words before t do not depend on it, so the estimate stays unbiased and loses their noise).
     """
-    ll = word_log_likelihood(out.logits, targets, mask)
+    steps = word_log_likelihoods(out.logits, targets, mask)
+    ll = steps.sum(1)
     entropy = attention_entropy(out.alphas, mask)
     penalty = doubly_stochastic(out.alphas, mask)
-    score = location_log_probability(out.alphas, out.picked, mask)
-    words = mask.sum(1)
-    if expected is None:
-        per_word = ll.detach().sum() / words.sum() if baseline is None else baseline
-        reward = ll.detach() - per_word * words
+    scores = location_log_probabilities(out.alphas, out.picked, mask)
+    per_word = (ll.detach().sum() / mask.sum() if baseline is None else baseline) if expected is None else None
+    if reward_to_go:
+        gain = to_go(steps.detach() - (per_word * mask if expected is None else expected))
+        reinforce = (lambda_r * _baselined(gain, out.picked, expected) * scores).sum(1)
     else:
-        reward = leave_one_out(ll.detach() - expected, out.picked.ge(0).any(1))
-    surrogate = ll + lambda_r * reward * score + lambda_e * entropy - alpha_c * penalty
+        gain = ll.detach() - (per_word * mask.sum(1) if expected is None else expected.sum(1))
+        reinforce = lambda_r * _baselined(gain, out.picked, expected) * scores.sum(1)
+    surrogate = ll + reinforce + lambda_e * entropy - alpha_c * penalty
     return Terms(-surrogate.mean(), -ll.mean().detach(), penalty.mean().detach(), ll.detach(), entropy.mean().detach())
+
+
+def _baselined(gain: torch.Tensor, picked: torch.Tensor, expected: torch.Tensor | None) -> torch.Tensor:
+    """The reward: ``gain`` itself against a per-word baseline, or less the other sampled captions' mean gain."""
+    return gain if expected is None else leave_one_out(gain, picked.ge(0).any(1))

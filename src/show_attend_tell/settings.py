@@ -36,6 +36,7 @@ class Settings:
     semi_sampling_p: float
     baseline: str
     baseline_decay: float
+    reward_to_go: bool
     self_critical_epochs: int
     self_critical_learning_rate: float
     self_critical_samples: int
