@@ -103,3 +103,11 @@ def test_a_setting_left_out_of_defaults_takes_the_schemas_default(config):
     assert all(ds["features"]["shards"] == schema_defaults("features")["shards"] for ds in datasets.values())
     assert datasets["coco"]["decode"] == schema_defaults("decode")
     assert (datasets["coco"]["vocab_size"], datasets["flickr8k"]["vocab_size"]) == (10000, 2500)
+
+
+def test_a_commands_help_prints_its_description_as_written(capsys):
+    # argparse %-formats help strings, not descriptions: one text serves both, so "%%" must not reach the screen.
+    with pytest.raises(SystemExit):
+        parser().parse_args(["compare", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "paired bootstrap 95% interval" in out and "%%" not in out

@@ -97,7 +97,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     def command(usage: str, func: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
         """A subcommand from ``usage``: its name, then its positional file arguments in order (as ``--help`` shows)."""
         name, *paths = usage.split()
-        s = sub.add_parser(name, help=help, description=help)
+        # argparse %-formats a help string but prints a description as it is: "%%" there would show twice.
+        s = sub.add_parser(name, help=help, description=help.replace("%%", "%"))
         s.set_defaults(func=func)
         for path in paths:
             s.add_argument(path)
