@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from show_attend_tell import objectives
 from show_attend_tell.data import Features, read_encoded, teacher_batch
 from show_attend_tell.machine import describe, summary
 from show_attend_tell.model import load_model
@@ -36,10 +37,9 @@ def gate_statistics(model: torch.nn.Module, captions, features: Features, rows: 
             for length in np.unique(captions.lengths[rows]):
                 same = rows[captions.lengths[rows] == length]
                 for part in np.array_split(same, -(-len(same) // batch)):
-                    inputs, _, _ = teacher_batch(captions, part)
+                    inputs, _, mask = teacher_batch(captions, part)
                     out = model(features[captions.image_index[part]].float(), inputs)
-                    a = out.alphas.float()
-                    entropy.append(-(a * torch.log(a.clamp_min(1e-12))).sum(-1).flatten())
+                    entropy.append(objectives.attention_entropy(out.alphas.float(), mask).sum())
     finally:
         for hook in hooks:
             hook.remove()
@@ -49,7 +49,7 @@ def gate_statistics(model: torch.nn.Module, captions, features: Features, rows: 
         "gate": float(beta.mean()),
         "context_norm": float((z / beta).mean()),
         "gated_norm": float(z.mean()),
-        "entropy_per_word": float(torch.cat(entropy).mean()),
+        "entropy_per_word": float(sum(entropy)) / len(beta),
     }
 
 
@@ -71,6 +71,8 @@ def main() -> None:
         model, document = load_model(path)
         encoder = document.get("features", {}).get("encoder")
         files = sorted((args.dataset / "features").glob("*.h5"))
+        if not files:
+            raise SystemExit(f"no features file in {args.dataset / 'features'}: run the features stage first")
         file = next((f for f in files if f.stem == encoder), files[0] if len(files) == 1 else None)
         if file is None:
             raise SystemExit(f"which of {[f.name for f in files]} did {path} train on? keep one in features/")

@@ -180,7 +180,7 @@ def exact_gradient(model, feats, inputs, targets):
     n = len(sequences)
     out = model(feats.expand(n, -1, -1), inputs.expand(n, -1), locations=sequences)
     mask = torch.ones(n, steps)
-    log_p_s = objectives.location_log_probability(out.alphas, out.picked, mask)
+    log_p_s = objectives.location_log_probabilities(out.alphas, out.picked, mask).sum(1)
     log_p_y = objectives.word_log_likelihood(out.logits, targets.expand(n, -1), mask)
     (torch.exp(log_p_s) * log_p_y).sum().backward()
     return gradients(model)

@@ -58,11 +58,6 @@ def location_log_probabilities(alphas: torch.Tensor, picked: torch.Tensor, mask:
     return torch.log(chosen.clamp_min(1e-12)) * (mask * sampled)
 
 
-def location_log_probability(alphas: torch.Tensor, picked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B,) log p(s | a) = sum_t log alpha_t[s_t] of the sampled locations (steps with the expectation add 0)."""
-    return location_log_probabilities(alphas, picked, mask).sum(1)
-
-
 def leave_one_out(gain: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """``gain`` (B,) or (B, T) less the mean of the other ``rows`` (B,) (bool), step by step; 0 outside ``rows``
     and where a row is alone."""
